@@ -1,0 +1,103 @@
+//! Errors of the backend traits.
+
+use std::path::PathBuf;
+
+use crate::types::{GroupId, LogIndex, NodeId};
+
+/// A failed storage operation. The engine treats any of these on a leader as
+/// fatal for that group: it never turns a read error into a malformed
+/// message.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum StorageError {
+    /// The operating system reported an error (disk full, permission, ...).
+    #[error("storage I/O error at {path}: {source}")]
+    Io {
+        /// File or directory involved.
+        path: PathBuf,
+        /// The underlying error.
+        #[source]
+        source: std::io::Error,
+    },
+    /// Stored data failed a consistency check.
+    #[error("corrupt storage at {path}: {detail}")]
+    Corrupt {
+        /// File or directory involved.
+        path: PathBuf,
+        /// What was found.
+        detail: String,
+    },
+    /// An append did not continue the log: entries must follow the last index.
+    #[error("{group}: append at {got} does not follow the last index {last}")]
+    NotContiguous {
+        /// Group whose log was written.
+        group: GroupId,
+        /// Last index in the log.
+        last: LogIndex,
+        /// Index of the first appended entry.
+        got: LogIndex,
+    },
+    /// A read asked for entries that were compacted away.
+    #[error("{group}: entries up to {compacted} were compacted; asked for {asked}")]
+    Compacted {
+        /// Group whose log was read.
+        group: GroupId,
+        /// Highest compacted index.
+        compacted: LogIndex,
+        /// First index asked for.
+        asked: LogIndex,
+    },
+    /// A read asked for entries past the end of the log.
+    #[error("{group}: asked for {asked}, past the last index {last}")]
+    Unavailable {
+        /// Group whose log was read.
+        group: GroupId,
+        /// Last index in the log.
+        last: LogIndex,
+        /// Highest index asked for.
+        asked: LogIndex,
+    },
+    /// Any other backend failure.
+    #[error("storage error: {0}")]
+    Other(String),
+}
+
+/// A failed transport operation.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum TransportError {
+    /// No address is known for the node.
+    #[error("no address known for {0}")]
+    UnknownPeer(NodeId),
+    /// The transport was shut down.
+    #[error("transport is closed")]
+    Closed,
+    /// The operating system reported an error.
+    #[error("transport I/O error: {0}")]
+    Io(#[from] std::io::Error),
+    /// Any other backend failure.
+    #[error("transport error: {0}")]
+    Other(String),
+}
+
+/// A failed discovery operation.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum DiscoveryError {
+    /// A peer entry could not be parsed.
+    #[error("invalid peer entry `{entry}`: {detail}")]
+    InvalidPeer {
+        /// The entry as given.
+        entry: String,
+        /// What is wrong and how to write it.
+        detail: String,
+    },
+    /// A name could not be resolved.
+    #[error("cannot resolve `{name}`: {detail}")]
+    Resolve {
+        /// The name looked up.
+        name: String,
+        /// Why the look-up failed.
+        detail: String,
+    },
+}

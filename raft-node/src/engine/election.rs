@@ -1,0 +1,150 @@
+//! Elections: pre-vote (§9.6), votes (§5.2), the election restriction
+//! (§5.4.1), and role changes.
+
+use raft_api::{Message, NodeId, Payload, Term, VoteRequest, VoteResponse};
+
+use super::{Engine, Role, mutant};
+use crate::engine::progress::Progress;
+
+impl Engine {
+    pub(super) fn become_follower(&mut self, term: Term, leader: Option<NodeId>) {
+        if term > self.term {
+            self.term = term;
+            self.vote = None;
+        }
+        self.role = Role::Follower;
+        self.leader = leader;
+        if leader.is_some() {
+            self.leader_seen_at = Some(self.now);
+        }
+        self.votes.clear();
+        self.progress.clear();
+        self.reset_election_deadline();
+    }
+
+    pub(super) fn become_pre_candidate(&mut self) {
+        self.role = Role::PreCandidate;
+        self.leader = None;
+        self.votes.clear();
+        self.votes.insert(self.id, true);
+        self.reset_election_deadline();
+        let req = VoteRequest {
+            last_log: self.log.last_id(),
+        };
+        let term = Term(self.term.0 + 1);
+        let peers: Vec<_> = self.peers().collect();
+        for peer in peers {
+            let env = self.envelope(peer, term, Message::PreVote(req));
+            self.out.push(super::Action::Send(env));
+        }
+        self.tally();
+    }
+
+    pub(super) fn become_candidate(&mut self) {
+        self.role = Role::Candidate;
+        self.term = Term(self.term.0 + 1);
+        self.vote = Some(self.id);
+        self.leader = None;
+        self.votes.clear();
+        self.votes.insert(self.id, true);
+        self.reset_election_deadline();
+        // Term and vote must be durable before any vote request leaves
+        // (§5.2): a restarted node must not vote again in this term.
+        self.persist_hard_state();
+        let req = VoteRequest {
+            last_log: self.log.last_id(),
+        };
+        let peers: Vec<_> = self.peers().collect();
+        for peer in peers {
+            self.send_after_persist(peer, Message::Vote(req));
+        }
+        self.tally();
+    }
+
+    pub(super) fn become_leader(&mut self) {
+        self.role = Role::Leader;
+        self.leader = Some(self.id);
+        self.votes.clear();
+        let next = self.log.last_index().next();
+        self.progress = self.peers().map(|p| (p, Progress::new(next))).collect();
+        self.next_heartbeat = self.now + self.config.heartbeat_interval_ms;
+        self.quorum_check_at = self.now + self.config.election_timeout_min_ms;
+        // A blank entry of the new term lets the leader commit everything
+        // before it (§5.4.2, §8).
+        self.append_local(Payload::Blank);
+        self.broadcast_append(true);
+    }
+
+    /// Whether a candidate whose log ends at `last_log` is at least as
+    /// up-to-date as this node (§5.4.1).
+    fn log_up_to_date(&self, req: &VoteRequest) -> bool {
+        mutant!(VoteWithoutLogCheck) || req.last_log >= self.log.last_id()
+    }
+
+    pub(super) fn handle_pre_vote(&mut self, from: NodeId, term: Term, req: VoteRequest) {
+        let granted = term > self.term && !self.in_lease() && self.log_up_to_date(&req);
+        // A granted pre-vote answers in the asked term; a refusal in ours, so
+        // a pre-candidate that is behind learns the newer term.
+        let reply_term = if granted { term } else { self.term };
+        let env = self.envelope(
+            from,
+            reply_term,
+            Message::PreVoteResp(VoteResponse { granted }),
+        );
+        self.out.push(super::Action::Send(env));
+    }
+
+    pub(super) fn handle_vote(&mut self, from: NodeId, req: VoteRequest) {
+        let can_vote = self.vote == Some(from) || (self.vote.is_none() && self.leader.is_none());
+        let granted = can_vote && self.log_up_to_date(&req);
+        if granted {
+            self.vote = Some(from);
+            self.reset_election_deadline();
+        }
+        self.send_after_persist(from, Message::VoteResp(VoteResponse { granted }));
+    }
+
+    pub(super) fn handle_pre_vote_resp(&mut self, from: NodeId, term: Term, resp: VoteResponse) {
+        if self.role == Role::PreCandidate && term == Term(self.term.0 + 1) {
+            self.votes.insert(from, resp.granted);
+            self.tally();
+        } else if self.role == Role::PreCandidate && !resp.granted {
+            self.votes.insert(from, false);
+            self.tally();
+        }
+    }
+
+    pub(super) fn handle_vote_resp(&mut self, from: NodeId, resp: VoteResponse) {
+        if self.role == Role::Candidate {
+            self.votes.insert(from, resp.granted);
+            self.tally();
+        }
+    }
+
+    /// Moves a campaign on once a quorum has answered either way.
+    pub(super) fn tally(&mut self) {
+        // A candidate's own vote counts once it is durable: a node that
+        // crashes before that must not have led in this term.
+        let own_vote_durable = self.role == Role::PreCandidate
+            || (self.durable.term == self.term && self.durable.vote == Some(self.id));
+        let granted = self
+            .voters
+            .iter()
+            .filter(|v| self.votes.get(v) == Some(&true) && (**v != self.id || own_vote_durable))
+            .count();
+        let refused = self
+            .voters
+            .iter()
+            .filter(|v| self.votes.get(v) == Some(&false))
+            .count();
+        if granted >= self.quorum() {
+            match self.role {
+                Role::PreCandidate => self.become_candidate(),
+                Role::Candidate => self.become_leader(),
+                _ => {}
+            }
+        } else if refused >= self.quorum() {
+            self.become_follower(self.term, None);
+        }
+    }
+}

@@ -1,0 +1,584 @@
+//! One Raft group as a pure, deterministic state machine.
+//!
+//! ```text
+//!            inputs                                  outputs (in order)
+//!  tick(now) ─────────────┐                ┌──► SaveHardState / TruncateLog / AppendLog
+//!  step(envelope) ────────┤                │        (stage in the LogStore, then flush)
+//!  propose(bytes) ────────┼──►  Engine  ───┼──► Send(envelope)          (at once)
+//!  campaign() ────────────┤                ├──► SendAfterPersist(env)   (after the flush)
+//!  on_persisted(log id) ──┘                └──► Apply(entries)          (to the state machine)
+//! ```
+//!
+//! The engine does no I/O, reads no clock and draws randomness only from the
+//! seed it is given: the same inputs always produce the same actions. A
+//! driver feeds it inputs, drains [`Engine::take_actions`], carries the
+//! actions out in order, and after each flush reports the last durable entry
+//! with [`Engine::on_persisted`].
+//!
+//! Rules implemented here, by section of the Raft paper (Ongaro and
+//! Ousterhout, "In Search of an Understandable Consensus Algorithm", and
+//! Ongaro's thesis for §9.6):
+//!
+//! - elections with randomized timeouts (§5.2), the election restriction
+//!   (§5.4.1), pre-vote (§9.6), check-quorum and leader stickiness;
+//! - term and vote persisted before any vote or acknowledgement leaves the
+//!   node ([`Action::SendAfterPersist`]);
+//! - replication with the consistency check (§5.3), fast backtracking with
+//!   conflict hints, pipelining bounded by `max_inflight` and message size;
+//! - commitment only by counting replicas of current-term entries (§5.4.2),
+//!   with a blank entry appended by every new leader (§8);
+//! - committed entries emitted for application in order, exactly once.
+//!
+//! ```
+//! use raft_api::{Config, GroupId, NodeId};
+//! use raft_node::engine::{Action, Engine, EngineInit, Role};
+//!
+//! // A group with one voter campaigns on its first tick...
+//! let init = EngineInit::new(NodeId(1), GroupId(0), vec![NodeId(1)], Config::default());
+//! let mut engine = Engine::new(init).unwrap();
+//! engine.tick(0);
+//! let actions = engine.take_actions();
+//! assert!(matches!(actions[0], Action::SaveHardState(_)));
+//! // ...and leads once its vote for itself is durable.
+//! engine.on_persisted(None); // the driver flushed the log store
+//! assert_eq!(engine.role(), Role::Leader);
+//!
+//! // It commits alone once its own log is durable.
+//! let id = engine.propose(bytes::Bytes::from_static(b"x")).unwrap();
+//! let actions = engine.take_actions();
+//! assert!(actions.iter().any(|a| matches!(a, Action::AppendLog(_))));
+//! engine.on_persisted(Some(id));
+//! let applied: Vec<_> = engine
+//!     .take_actions()
+//!     .into_iter()
+//!     .filter_map(|a| match a { Action::Apply(e) => Some(e), _ => None })
+//!     .flatten()
+//!     .collect();
+//! assert_eq!(applied.last().unwrap().id, id);
+//! ```
+
+mod action;
+mod election;
+mod log;
+#[cfg(feature = "__mutants")]
+pub mod mutants;
+mod progress;
+mod replication;
+mod rng;
+#[cfg(test)]
+mod tests;
+
+use std::collections::BTreeMap;
+
+use bytes::Bytes;
+use raft_api::{
+    Config, ConfigError, Entry, Envelope, GroupId, HardState, HlcClock, LogId, LogIndex, Message,
+    NodeId, Payload, Term,
+};
+
+pub use action::Action;
+pub use progress::{Progress, ReplicationState};
+
+use crate::error::{ProposeError, StepError};
+use log::RaftLog;
+use rng::Rng;
+
+/// Whether a deliberately broken variant is switched on (tests only).
+macro_rules! mutant {
+    ($name:ident) => {{
+        #[cfg(feature = "__mutants")]
+        {
+            crate::engine::mutants::active(crate::engine::mutants::Mutant::$name)
+        }
+        #[cfg(not(feature = "__mutants"))]
+        {
+            false
+        }
+    }};
+}
+pub(crate) use mutant;
+
+/// The role a node plays in its group.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum Role {
+    /// Follows a leader, or waits for one.
+    Follower,
+    /// Asks whether it could win an election before raising its term (§9.6).
+    PreCandidate,
+    /// Campaigns for votes in a new term (§5.2).
+    Candidate,
+    /// Replicates the log and decides what is committed.
+    Leader,
+}
+
+/// Everything needed to create (or re-create after a restart) an engine.
+#[derive(Clone, Debug)]
+pub struct EngineInit {
+    /// This node.
+    pub id: NodeId,
+    /// The group the engine runs.
+    pub group: GroupId,
+    /// Voting members, this node included.
+    pub voters: Vec<NodeId>,
+    /// Settings; validated by [`Engine::new`].
+    pub config: Config,
+    /// Seed of the engine's random choices (election timeouts).
+    pub seed: u64,
+    /// The driver's clock at creation, in milliseconds.
+    pub now: u64,
+    /// Durable hard state read back from the log store.
+    pub hard_state: HardState,
+    /// The entry before the first stored one (log compaction point).
+    pub compacted: LogId,
+    /// Durable entries after `compacted`, in order.
+    pub entries: Vec<Entry>,
+    /// The last index the state machine has already applied.
+    pub applied: LogIndex,
+}
+
+impl EngineInit {
+    /// A fresh engine with an empty log: seed 0, time 0, nothing stored.
+    pub fn new(id: NodeId, group: GroupId, voters: Vec<NodeId>, config: Config) -> Self {
+        Self {
+            id,
+            group,
+            voters,
+            config,
+            seed: 0,
+            now: 0,
+            hard_state: HardState::default(),
+            compacted: LogId::default(),
+            entries: Vec::new(),
+            applied: LogIndex(0),
+        }
+    }
+}
+
+/// One Raft group on one node. See the [module documentation](self).
+#[derive(Debug)]
+pub struct Engine {
+    id: NodeId,
+    group: GroupId,
+    config: Config,
+    voters: Vec<NodeId>,
+    role: Role,
+    term: Term,
+    vote: Option<NodeId>,
+    leader: Option<NodeId>,
+    log: RaftLog,
+    commit: LogIndex,
+    applied: LogIndex,
+    /// Highest index of this node's own log known durable.
+    persisted: LogIndex,
+    /// The hard state last staged (emitted as an action).
+    saved: HardState,
+    /// The hard state staged as of the last [`Engine::take_actions`].
+    drained: HardState,
+    /// The hard state known durable (as of the last flush reported).
+    durable: HardState,
+    now: u64,
+    election_deadline: u64,
+    /// When this node last heard from a live leader (leader stickiness).
+    leader_seen_at: Option<u64>,
+    /// Pre-vote or vote answers in the current campaign.
+    votes: BTreeMap<NodeId, bool>,
+    /// Leader only: replication progress of every other voter.
+    progress: BTreeMap<NodeId, Progress>,
+    next_heartbeat: u64,
+    quorum_check_at: u64,
+    clock: HlcClock,
+    rng: Rng,
+    out: Vec<Action>,
+}
+
+impl Engine {
+    /// Creates an engine from the state read back from storage. It starts as
+    /// a follower; a group with a single voter campaigns on its first tick
+    /// and leads as soon as its vote is durable.
+    pub fn new(init: EngineInit) -> Result<Self, ConfigError> {
+        init.config.validate()?;
+        if !init.voters.contains(&init.id) {
+            return Err(ConfigError {
+                field: "voters",
+                problem: format!("does not contain this node ({})", init.id),
+                fix: "list every voting member of the group, this node included".into(),
+            });
+        }
+        let mut voters = init.voters;
+        voters.sort();
+        voters.dedup();
+        let log = RaftLog::new(init.compacted, init.entries);
+        let last = log.last_index();
+        let commit = init.hard_state.commit.min(last);
+        let mut engine = Self {
+            id: init.id,
+            group: init.group,
+            config: init.config,
+            voters,
+            role: Role::Follower,
+            term: init.hard_state.term,
+            vote: init.hard_state.vote,
+            leader: None,
+            log,
+            commit,
+            applied: init.applied.min(commit),
+            persisted: last,
+            saved: init.hard_state,
+            drained: init.hard_state,
+            durable: init.hard_state,
+            now: init.now,
+            election_deadline: 0,
+            leader_seen_at: None,
+            votes: BTreeMap::new(),
+            progress: BTreeMap::new(),
+            next_heartbeat: 0,
+            quorum_check_at: 0,
+            clock: HlcClock::new(),
+            rng: Rng::new(init.seed ^ init.id.0.rotate_left(32) ^ init.group.0),
+            out: Vec::new(),
+        };
+        engine.reset_election_deadline();
+        if engine.voters.len() == 1 {
+            engine.election_deadline = engine.now;
+        }
+        engine.apply_committed();
+        Ok(engine)
+    }
+
+    // ----- inputs -----
+
+    /// Advances the engine's clock to `now` (milliseconds, never going
+    /// backwards) and fires whatever timers are due: election timeouts,
+    /// heartbeats, check-quorum.
+    pub fn tick(&mut self, now: u64) {
+        self.now = self.now.max(now);
+        match self.role {
+            Role::Leader => self.tick_leader(),
+            _ => {
+                if self.now >= self.election_deadline && self.is_voter(self.id) {
+                    self.campaign();
+                }
+            }
+        }
+        self.finish();
+    }
+
+    /// Handles one message from a peer.
+    pub fn step(&mut self, env: Envelope) -> Result<(), StepError> {
+        if env.group != self.group {
+            return Err(StepError::WrongGroup {
+                expected: self.group,
+                got: env.group,
+            });
+        }
+        if env.to != self.id {
+            return Err(StepError::WrongRecipient {
+                expected: self.id,
+                got: env.to,
+            });
+        }
+        if env.from == self.id || !self.is_voter(env.from) {
+            return Err(StepError::UnknownSender(env.from));
+        }
+        self.step_inner(env);
+        self.finish();
+        Ok(())
+    }
+
+    /// Appends a command to the log if this node is the leader, and returns
+    /// the id it will be committed under. The command is committed when an
+    /// [`Action::Apply`] carries an entry with that id; if an entry with
+    /// another term is applied at that index instead, the command was lost
+    /// and never will be applied.
+    pub fn propose(&mut self, command: Bytes) -> Result<LogId, ProposeError> {
+        if self.role != Role::Leader {
+            return Err(ProposeError::NotLeader {
+                leader: self.leader,
+            });
+        }
+        let id = self.append_local(Payload::Command(command));
+        self.broadcast_append(false);
+        self.finish();
+        Ok(id)
+    }
+
+    /// Starts an election now, as if the election timeout had fired (with a
+    /// pre-vote round first when pre-vote is on). Does nothing on a leader.
+    pub fn campaign(&mut self) {
+        if self.role == Role::Leader {
+            return;
+        }
+        if self.config.pre_vote {
+            self.become_pre_candidate();
+        } else {
+            self.become_candidate();
+        }
+        self.finish();
+    }
+
+    /// Tells the engine that the driver flushed: everything emitted before
+    /// the last [`take_actions`](Self::take_actions) is durable. `last` is
+    /// the last log entry staged before the flush, or `None` when the flush
+    /// held no entries. A leader counts only durable entries of its own log
+    /// towards commitment, and a candidate counts its own vote only once it
+    /// is durable.
+    pub fn on_persisted(&mut self, last: Option<LogId>) {
+        self.durable = self.drained;
+        if let Some(last) = last
+            && self.log.matches(last)
+            && last.index > self.persisted
+        {
+            self.persisted = last.index;
+            if self.role == Role::Leader {
+                self.maybe_commit();
+            }
+        }
+        if self.role == Role::Candidate {
+            self.tally();
+        }
+        self.finish();
+    }
+
+    /// Drains the actions produced by the inputs so far, in order.
+    pub fn take_actions(&mut self) -> Vec<Action> {
+        self.drained = self.saved;
+        std::mem::take(&mut self.out)
+    }
+
+    // ----- observers -----
+
+    /// This node.
+    pub fn id(&self) -> NodeId {
+        self.id
+    }
+
+    /// This group.
+    pub fn group(&self) -> GroupId {
+        self.group
+    }
+
+    /// Current role.
+    pub fn role(&self) -> Role {
+        self.role
+    }
+
+    /// Current term.
+    pub fn term(&self) -> Term {
+        self.term
+    }
+
+    /// The vote cast in the current term.
+    pub fn vote(&self) -> Option<NodeId> {
+        self.vote
+    }
+
+    /// The leader this node follows (itself when leader), if known.
+    pub fn leader(&self) -> Option<NodeId> {
+        self.leader
+    }
+
+    /// Highest index known committed.
+    pub fn commit_index(&self) -> LogIndex {
+        self.commit
+    }
+
+    /// Highest index handed out for application.
+    pub fn applied_index(&self) -> LogIndex {
+        self.applied
+    }
+
+    /// Highest index of this node's log known durable.
+    pub fn persisted_index(&self) -> LogIndex {
+        self.persisted
+    }
+
+    /// Id of the last log entry.
+    pub fn last_log_id(&self) -> LogId {
+        self.log.last_id()
+    }
+
+    /// The log entry at `index`, if held in memory.
+    pub fn entry(&self, index: LogIndex) -> Option<&Entry> {
+        self.log.get(index)
+    }
+
+    /// Voting members, sorted.
+    pub fn voters(&self) -> &[NodeId] {
+        &self.voters
+    }
+
+    /// Leader only: replication progress of `peer`.
+    pub fn progress(&self, peer: NodeId) -> Option<&Progress> {
+        self.progress.get(&peer)
+    }
+
+    /// The engine's current notion of time.
+    pub fn now(&self) -> u64 {
+        self.now
+    }
+
+    // ----- internals shared by the role modules -----
+
+    fn step_inner(&mut self, env: Envelope) {
+        if env.term > self.term {
+            match &env.msg {
+                // A pre-vote asks about a future term; it changes nothing here.
+                Message::PreVote(_) => {}
+                // A granted pre-vote carries the term we would campaign in.
+                Message::PreVoteResp(r) if r.granted => {}
+                // Leader stickiness: while a live leader is known, a vote
+                // request from a higher term is ignored entirely, so a node
+                // that was cut off cannot depose a healthy leader.
+                Message::Vote(_) if self.in_lease() => return,
+                Message::Append(_) | Message::Heartbeat(_) => {
+                    self.become_follower(env.term, Some(env.from));
+                }
+                _ => self.become_follower(env.term, None),
+            }
+        } else if env.term < self.term {
+            self.step_stale(env);
+            return;
+        }
+        match env.msg {
+            Message::PreVote(req) => self.handle_pre_vote(env.from, env.term, req),
+            Message::PreVoteResp(resp) => self.handle_pre_vote_resp(env.from, env.term, resp),
+            Message::Vote(req) => self.handle_vote(env.from, req),
+            Message::VoteResp(resp) => self.handle_vote_resp(env.from, resp),
+            Message::Append(req) => self.handle_append(env.from, req),
+            Message::AppendResp(resp) => self.handle_append_resp(env.from, resp),
+            Message::Heartbeat(req) => self.handle_heartbeat(env.from, req),
+            Message::HeartbeatResp(_) => self.handle_heartbeat_resp(env.from),
+            // Messages of a newer protocol this engine does not know.
+            _ => {}
+        }
+    }
+
+    /// A message from an older term.
+    fn step_stale(&mut self, env: Envelope) {
+        match env.msg {
+            // A leader of an older term: tell it ours so it steps down.
+            Message::Append(_) | Message::Heartbeat(_) => self.send(
+                env.from,
+                Message::HeartbeatResp(raft_api::HeartbeatResponse {}),
+            ),
+            // Reject so the (pre-)candidate learns the newer term.
+            Message::PreVote(_) => self.send(
+                env.from,
+                Message::PreVoteResp(raft_api::VoteResponse { granted: false }),
+            ),
+            Message::Vote(_) => self.send(
+                env.from,
+                Message::VoteResp(raft_api::VoteResponse { granted: false }),
+            ),
+            // Stale answers carry nothing useful.
+            _ => {}
+        }
+    }
+
+    fn is_voter(&self, node: NodeId) -> bool {
+        self.voters.binary_search(&node).is_ok()
+    }
+
+    fn quorum(&self) -> usize {
+        self.voters.len() / 2 + 1
+    }
+
+    fn peers(&self) -> impl Iterator<Item = NodeId> + '_ {
+        self.voters.iter().copied().filter(move |&v| v != self.id)
+    }
+
+    fn envelope(&self, to: NodeId, term: Term, msg: Message) -> Envelope {
+        Envelope {
+            group: self.group,
+            from: self.id,
+            to,
+            term,
+            msg,
+        }
+    }
+
+    fn send(&mut self, to: NodeId, msg: Message) {
+        let env = self.envelope(to, self.term, msg);
+        self.out.push(Action::Send(env));
+    }
+
+    fn send_after_persist(&mut self, to: NodeId, msg: Message) {
+        // The message may depend on a term or vote changed by this input:
+        // stage the hard state before it.
+        self.persist_hard_state();
+        let env = self.envelope(to, self.term, msg);
+        self.out.push(Action::SendAfterPersist(env));
+    }
+
+    fn reset_election_deadline(&mut self) {
+        let timeout = self.rng.range(
+            self.config.election_timeout_min_ms,
+            self.config.election_timeout_max_ms,
+        );
+        self.election_deadline = self.now + timeout;
+    }
+
+    /// Whether a live leader is known (leader stickiness, with check-quorum).
+    fn in_lease(&self) -> bool {
+        if !self.config.check_quorum {
+            return false;
+        }
+        if self.role == Role::Leader {
+            return true;
+        }
+        self.leader.is_some()
+            && self
+                .leader_seen_at
+                .is_some_and(|t| self.now < t + self.config.election_timeout_min_ms)
+    }
+
+    /// Stages the hard state if it changed since it was last staged.
+    fn persist_hard_state(&mut self) {
+        let mut state = HardState {
+            term: self.term,
+            vote: self.vote,
+            commit: self.commit,
+        };
+        if mutant!(TermVoteNotPersisted) {
+            state.term = self.saved.term;
+            state.vote = self.saved.vote;
+        }
+        if state != self.saved {
+            self.saved = state;
+            self.out.push(Action::SaveHardState(state));
+        }
+    }
+
+    /// Emits newly committed entries for application.
+    fn apply_committed(&mut self) {
+        if self.commit <= self.applied {
+            return;
+        }
+        let entries = self
+            .log
+            .slice(self.applied.next(), self.commit, usize::MAX, usize::MAX);
+        if let Some(last) = entries.last() {
+            self.applied = last.id.index;
+            self.out.push(Action::Apply(entries));
+        }
+    }
+
+    /// Common tail of every input.
+    fn finish(&mut self) {
+        self.persist_hard_state();
+        self.apply_committed();
+    }
+
+    /// Appends an entry of the current term to this (leader's) log.
+    fn append_local(&mut self, payload: Payload) -> LogId {
+        let id = LogId::new(self.term, self.log.last_index().next());
+        let entry = Entry {
+            id,
+            timestamp: self.clock.now(self.now),
+            payload,
+        };
+        self.log.append(std::slice::from_ref(&entry));
+        self.out.push(Action::AppendLog(vec![entry]));
+        id
+    }
+}

@@ -1,0 +1,325 @@
+//! Log replication (§5.3), commitment (§5.4.2), heartbeats and
+//! check-quorum.
+
+use raft_api::{
+    AppendRequest, AppendResponse, ConflictHint, HeartbeatRequest, HeartbeatResponse, LogId,
+    LogIndex, Message, NodeId,
+};
+
+use super::{Action, Engine, ReplicationState, Role, mutant};
+
+impl Engine {
+    pub(super) fn tick_leader(&mut self) {
+        if self.config.check_quorum && self.now >= self.quorum_check_at {
+            self.quorum_check_at = self.now + self.config.election_timeout_min_ms;
+            let active = 1 + self
+                .progress
+                .iter()
+                .filter(|(peer, p)| self.voters.contains(peer) && p.recent_active)
+                .count();
+            for p in self.progress.values_mut() {
+                p.recent_active = false;
+            }
+            if active < self.quorum() {
+                // Cut off from a quorum: stop acting as leader, so clients
+                // go to a leader that can commit (check-quorum).
+                self.become_follower(self.term, None);
+                return;
+            }
+        }
+        if self.now >= self.next_heartbeat {
+            self.next_heartbeat = self.now + self.config.heartbeat_interval_ms;
+            let peers: Vec<_> = self.peers().collect();
+            for peer in peers {
+                let matched = self.progress.get(&peer).map_or(LogIndex(0), |p| p.matched);
+                let commit = self.commit.min(matched);
+                self.send(peer, Message::Heartbeat(HeartbeatRequest { commit }));
+            }
+        }
+    }
+
+    /// Sends appends to every follower that can take one. With
+    /// `allow_empty`, followers that are up to date get an empty append
+    /// carrying the commit index.
+    pub(super) fn broadcast_append(&mut self, allow_empty: bool) {
+        let peers: Vec<_> = self.peers().collect();
+        for peer in peers {
+            self.send_append(peer, allow_empty);
+        }
+    }
+
+    /// Sends one append to `peer` if flow control allows; returns whether a
+    /// message carrying entries was sent.
+    fn send_append(&mut self, peer: NodeId, allow_empty: bool) -> bool {
+        let last = self.log.last_index();
+        let Some(p) = self.progress.get(&peer) else {
+            return false;
+        };
+        if p.is_paused(self.config.max_inflight) {
+            return false;
+        }
+        let prev_index = p.next.prev();
+        let probing = p.state == ReplicationState::Probe;
+        let Some(prev_term) = self.log.term(prev_index) else {
+            // The entries the follower needs are not in memory; with no
+            // compaction this cannot happen, and sending a malformed append
+            // is never an option.
+            return false;
+        };
+        let entries = self.log.slice(
+            p.next,
+            last,
+            self.config.max_append_entries,
+            self.config.max_append_bytes,
+        );
+        if entries.is_empty() && !allow_empty && !probing {
+            return false;
+        }
+        let sent_last = entries.last().map(|e| e.id.index);
+        let req = AppendRequest {
+            prev: LogId::new(prev_term, prev_index),
+            entries,
+            commit: self.commit,
+        };
+        let p = self.progress.get_mut(&peer).expect("checked above");
+        match p.state {
+            ReplicationState::Probe => p.probe_sent = true,
+            ReplicationState::Replicate => {
+                if let Some(last) = sent_last {
+                    p.sent(last);
+                }
+            }
+        }
+        self.send(peer, Message::Append(req));
+        sent_last.is_some()
+    }
+
+    /// Sends as many appends to `peer` as flow control allows.
+    fn fill_pipeline(&mut self, peer: NodeId) {
+        while self.send_append(peer, false) {
+            if self
+                .progress
+                .get(&peer)
+                .is_none_or(|p| p.state == ReplicationState::Probe)
+            {
+                break;
+            }
+        }
+    }
+
+    pub(super) fn handle_append(&mut self, from: NodeId, req: AppendRequest) {
+        if self.role != Role::Follower || self.leader != Some(from) {
+            // A candidate of this term learns it lost (§5.2).
+            self.become_follower(self.term, Some(from));
+        }
+        self.leader_seen_at = Some(self.now);
+        self.reset_election_deadline();
+
+        // Entries up to the commit index are committed, hence already here
+        // and identical: skip them rather than re-check them.
+        let mut prev = req.prev;
+        let mut entries = req.entries;
+        if prev.index < self.commit {
+            let skip = entries
+                .iter()
+                .take_while(|e| e.id.index <= self.commit)
+                .count();
+            if let Some(last_skipped) = skip.checked_sub(1).map(|i| entries[i].id) {
+                prev = last_skipped;
+            } else if entries.is_empty() {
+                // Nothing new: acknowledge what the request covered.
+                let matched = req.prev.index;
+                self.ack_append(from, matched);
+                return;
+            }
+            entries.drain(..skip);
+            if prev.index < self.commit {
+                // Still entirely below our commit index.
+                let matched = prev.index;
+                self.ack_append(from, matched);
+                return;
+            }
+        }
+
+        if !self.log.matches(prev) {
+            let hint = match self.log.term(prev.index) {
+                Some(term) => ConflictHint {
+                    index: self.log.first_index_of_term_at(prev.index, term),
+                    term: Some(term),
+                },
+                None => ConflictHint {
+                    index: self.log.last_index().next(),
+                    term: None,
+                },
+            };
+            self.send_after_persist(
+                from,
+                Message::AppendResp(AppendResponse::Conflict {
+                    rejected: req.prev.index,
+                    hint,
+                }),
+            );
+            return;
+        }
+
+        let matched = LogIndex(prev.index.0 + entries.len() as u64);
+        // Find the first entry this log does not already hold (§5.3: an
+        // existing entry that conflicts is deleted with all that follow).
+        let new_from = entries
+            .iter()
+            .position(|e| !self.log.matches(e.id))
+            .unwrap_or(entries.len());
+        if new_from < entries.len() {
+            let first = entries[new_from].id.index;
+            if first <= self.log.last_index() {
+                self.log.truncate(first);
+                self.persisted = self.persisted.min(first.prev());
+                self.out.push(Action::TruncateLog { from: first });
+            }
+            let fresh = entries.split_off(new_from);
+            self.log.append(&fresh);
+            self.out.push(Action::AppendLog(fresh));
+        }
+        let commit = req.commit.min(matched);
+        if commit > self.commit {
+            self.commit = commit;
+        }
+        self.ack_append(from, matched);
+    }
+
+    /// Acknowledges an append. The acknowledgement promises the entries are
+    /// durable, so it leaves only after the flush.
+    fn ack_append(&mut self, to: NodeId, matched: LogIndex) {
+        let msg = Message::AppendResp(AppendResponse::Success { matched });
+        if mutant!(AckBeforePersist) {
+            self.send(to, msg);
+        } else {
+            self.send_after_persist(to, msg);
+        }
+    }
+
+    pub(super) fn handle_append_resp(&mut self, from: NodeId, resp: AppendResponse) {
+        if self.role != Role::Leader {
+            return;
+        }
+        let Some(p) = self.progress.get_mut(&from) else {
+            return;
+        };
+        p.recent_active = true;
+        match resp {
+            AppendResponse::Success { matched } => {
+                if matched > self.log.last_index() {
+                    // Claims entries this leader never had: ignore.
+                    return;
+                }
+                let moved = p.ack(matched);
+                if p.state == ReplicationState::Probe {
+                    p.become_replicate();
+                }
+                if moved {
+                    self.maybe_commit();
+                }
+                self.fill_pipeline(from);
+            }
+            AppendResponse::Conflict { rejected, hint } => {
+                let stale = match p.state {
+                    ReplicationState::Replicate => rejected <= p.matched,
+                    ReplicationState::Probe => rejected != p.next.prev(),
+                };
+                if stale {
+                    return;
+                }
+                let matched = p.matched;
+                let mut next = match hint.term {
+                    Some(term) => self
+                        .log
+                        .last_index_of_term(term, rejected)
+                        .map_or(hint.index, LogIndex::next),
+                    None => hint.index,
+                };
+                // Always move back, never past the match point: the search
+                // ends.
+                next = next.min(rejected).max(matched.next());
+                let p = self.progress.get_mut(&from).expect("checked above");
+                if p.state == ReplicationState::Probe && p.probe_sent && next == p.next {
+                    // The follower refused the entry at its own match point
+                    // (it lost entries it had acknowledged). Probing the same
+                    // spot again at once would only multiply messages; the
+                    // next heartbeat answer resumes probing.
+                    return;
+                }
+                p.become_probe(next);
+                self.send_append(from, true);
+            }
+        }
+    }
+
+    pub(super) fn handle_heartbeat(&mut self, from: NodeId, req: HeartbeatRequest) {
+        if self.role != Role::Follower || self.leader != Some(from) {
+            self.become_follower(self.term, Some(from));
+        }
+        self.leader_seen_at = Some(self.now);
+        self.reset_election_deadline();
+        // The leader caps the commit index at what this node is known to
+        // hold, so it is safe to adopt.
+        let commit = req.commit.min(self.log.last_index());
+        if commit > self.commit {
+            self.commit = commit;
+        }
+        self.send(from, Message::HeartbeatResp(HeartbeatResponse {}));
+    }
+
+    pub(super) fn handle_heartbeat_resp(&mut self, from: NodeId) {
+        if self.role != Role::Leader {
+            return;
+        }
+        let last = self.log.last_index();
+        let Some(p) = self.progress.get_mut(&from) else {
+            return;
+        };
+        p.recent_active = true;
+        match p.state {
+            // The probe or its answer may have been lost: probe again.
+            ReplicationState::Probe => p.probe_sent = false,
+            // Appends may have been lost with a full window: free one slot so
+            // replication resumes; a gap is answered by a rejection.
+            ReplicationState::Replicate => {
+                if p.is_paused(self.config.max_inflight) {
+                    p.inflight.pop_front();
+                }
+            }
+        }
+        if p.matched < last {
+            // Even with nothing new to send: appends may have been lost after
+            // `next` moved past them, and an empty append makes the follower
+            // answer with where it really stands.
+            self.send_append(from, true);
+        }
+    }
+
+    /// Advances the commit index to the highest index stored on a quorum,
+    /// if that entry is of the current term (§5.4.2).
+    pub(super) fn maybe_commit(&mut self) {
+        let mut matched: Vec<LogIndex> = self
+            .voters
+            .iter()
+            .map(|v| {
+                if *v == self.id {
+                    self.persisted
+                } else {
+                    self.progress.get(v).map_or(LogIndex(0), |p| p.matched)
+                }
+            })
+            .collect();
+        matched.sort_unstable_by(|a, b| b.cmp(a));
+        let candidate = matched[self.quorum() - 1];
+        if candidate <= self.commit {
+            return;
+        }
+        if self.log.term(candidate) == Some(self.term) || mutant!(CommitOldTermByCount) {
+            self.commit = candidate;
+            // Followers learn the new commit index at once.
+            self.broadcast_append(true);
+        }
+    }
+}

@@ -1,0 +1,12 @@
+//! A Raft consensus library.
+//!
+//! [`engine`] is the consensus core: one Raft group as a pure, deterministic
+//! state machine that takes inputs (messages, ticks, proposals) and returns
+//! actions (persist, send, apply). It does no I/O and needs no async runtime,
+//! so it can be driven by any runtime or by a simulator.
+
+pub mod engine;
+pub mod error;
+
+pub use engine::{Action, Engine, EngineInit, Role};
+pub use error::{ProposeError, StepError};

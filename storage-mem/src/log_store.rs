@@ -1,0 +1,869 @@
+//! An in-memory [`LogStore`] that keeps durable and staged writes apart, so a
+//! simulator can crash a node and lose exactly what was not flushed.
+
+use std::collections::{BTreeMap, VecDeque};
+use std::future::{Future, ready};
+use std::ops::Range;
+
+use raft_api::{Entry, GroupId, HardState, LogId, LogIndex, LogState, LogStore, StorageError};
+
+/// Text of the error every write returns while [`MemLogStore::fail_writes`]
+/// is on.
+const INJECTED_FAILURE: &str = "injected write failure";
+
+/// The stored state of one group.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+struct GroupLog {
+    hard_state: HardState,
+    /// The entry just before `entries[0]`.
+    compacted: LogId,
+    /// Entries `compacted.index + 1 ..= last`, contiguous.
+    entries: VecDeque<Entry>,
+}
+
+impl GroupLog {
+    fn last(&self) -> LogId {
+        self.entries.back().map_or(self.compacted, |e| e.id)
+    }
+
+    /// Position in `entries` of the entry with `index`. The caller ensures
+    /// `index` is above the compacted index.
+    fn offset(&self, index: LogIndex) -> usize {
+        debug_assert!(index > self.compacted.index);
+        (index.0 - self.compacted.index.0 - 1) as usize
+    }
+
+    /// The stored entry with `index`, if any.
+    fn get(&self, index: LogIndex) -> Option<&Entry> {
+        if index <= self.compacted.index {
+            return None;
+        }
+        self.entries.get(self.offset(index))
+    }
+
+    /// Applies a mutation that was validated against this very state (or a
+    /// state it is a replay of), so it cannot fail.
+    fn apply(&mut self, mutation: Mutation) {
+        match mutation {
+            Mutation::HardState(state) => self.hard_state = state,
+            Mutation::Append(entries) => self.entries.extend(entries),
+            Mutation::Truncate(from) => {
+                let keep = self.offset(from);
+                self.entries.truncate(keep);
+            }
+            Mutation::Compact(upto) => {
+                let removed = (upto.index.0 - self.compacted.index.0) as usize;
+                self.entries.drain(..removed);
+                self.compacted = upto;
+            }
+        }
+    }
+}
+
+/// One staged write, already validated.
+#[derive(Clone, Debug)]
+enum Mutation {
+    HardState(HardState),
+    Append(Vec<Entry>),
+    /// Remove entries at this index and after (only staged when some exist).
+    Truncate(LogIndex),
+    /// Remove entries up to and including this one (only staged when some
+    /// exist).
+    Compact(LogId),
+}
+
+/// An in-memory [`LogStore`] for every group of a node, with explicit
+/// durability.
+///
+/// Writes ([`save_hard_state`](LogStore::save_hard_state),
+/// [`append`](LogStore::append), [`truncate`](LogStore::truncate),
+/// [`compact`](LogStore::compact)) are staged: reads see them at once, but
+/// only [`flush`](LogStore::flush) makes them durable, and
+/// [`crash`](Self::crash) throws away everything staged since the last
+/// successful flush.
+///
+/// Internally the store keeps the current view (durable plus staged), the
+/// durable copy and the list of staged writes. A flush replays the staged
+/// writes onto the durable copy, so its cost is proportional to what was
+/// staged, not to the size of the log; a crash rebuilds the view from the
+/// durable copy.
+///
+/// For tests of the layers above it can also fail on purpose
+/// ([`fail_writes`](Self::fail_writes)) and counts flushes
+/// ([`flushes`](Self::flushes)).
+#[derive(Clone, Debug, Default)]
+pub struct MemLogStore {
+    /// Durable state with every staged write applied: what reads see.
+    view: BTreeMap<GroupId, GroupLog>,
+    /// State as of the last successful flush: what survives a crash.
+    durable: BTreeMap<GroupId, GroupLog>,
+    /// Writes since the last successful flush, in order.
+    staged: Vec<(GroupId, Mutation)>,
+    fail_writes: bool,
+    flushes: u64,
+}
+
+impl MemLogStore {
+    /// An empty store: no groups, nothing staged.
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    /// Simulates power loss: discards every write staged since the last
+    /// successful [`flush`](LogStore::flush), so reads afterwards show only
+    /// the durable state. The flush counter and the
+    /// [`fail_writes`](Self::fail_writes) setting are kept.
+    pub fn crash(&mut self) {
+        self.staged.clear();
+        self.view = self.durable.clone();
+    }
+
+    /// Turns fault injection on or off. While on, every write and every
+    /// flush returns `StorageError::Other("injected write failure")` and
+    /// changes nothing (staged writes stay staged); reads keep working.
+    pub fn fail_writes(&mut self, on: bool) {
+        self.fail_writes = on;
+    }
+
+    /// Number of successful [`flush`](LogStore::flush) calls so far,
+    /// including flushes that had nothing to write.
+    pub fn flushes(&self) -> u64 {
+        self.flushes
+    }
+
+    /// Whether any write is staged but not yet flushed (and so would be lost
+    /// by a [`crash`](Self::crash)).
+    pub fn has_unflushed(&self) -> bool {
+        !self.staged.is_empty()
+    }
+
+    fn check_writable(&self) -> Result<(), StorageError> {
+        if self.fail_writes {
+            Err(StorageError::Other(INJECTED_FAILURE.into()))
+        } else {
+            Ok(())
+        }
+    }
+
+    /// Applies a validated write to the view and remembers it for the next
+    /// flush.
+    fn stage(&mut self, group: GroupId, mutation: Mutation) {
+        self.view.entry(group).or_default().apply(mutation.clone());
+        self.staged.push((group, mutation));
+    }
+
+    /// The current view of a group's log state.
+    fn state_of(&self, group: GroupId) -> LogState {
+        self.view
+            .get(&group)
+            .map(|log| LogState {
+                compacted: log.compacted,
+                last: log.last(),
+            })
+            .unwrap_or_default()
+    }
+}
+
+impl LogStore for MemLogStore {
+    fn groups(&self) -> Result<Vec<GroupId>, StorageError> {
+        Ok(self.view.keys().copied().collect())
+    }
+
+    fn hard_state(&self, group: GroupId) -> Result<HardState, StorageError> {
+        Ok(self
+            .view
+            .get(&group)
+            .map(|log| log.hard_state)
+            .unwrap_or_default())
+    }
+
+    fn log_state(&self, group: GroupId) -> Result<LogState, StorageError> {
+        Ok(self.state_of(group))
+    }
+
+    /// Entries in `range`, bounded by `max_bytes` (but at least one). An
+    /// empty range returns no entries without any further check.
+    fn entries(
+        &self,
+        group: GroupId,
+        range: Range<LogIndex>,
+        max_bytes: usize,
+    ) -> Result<Vec<Entry>, StorageError> {
+        if range.is_empty() {
+            return Ok(Vec::new());
+        }
+        let state = self.state_of(group);
+        if range.start <= state.compacted.index {
+            return Err(StorageError::Compacted {
+                group,
+                compacted: state.compacted.index,
+                asked: range.start,
+            });
+        }
+        if range.end > state.last.index.next() {
+            return Err(StorageError::Unavailable {
+                group,
+                last: state.last.index,
+                asked: range.end.prev(),
+            });
+        }
+        // The range is non-empty and within the stored entries, so the group
+        // exists.
+        let Some(log) = self.view.get(&group) else {
+            return Ok(Vec::new());
+        };
+        let mut out = Vec::new();
+        let mut total = 0usize;
+        for entry in log
+            .entries
+            .range(log.offset(range.start)..log.offset(range.end))
+        {
+            let size = entry.size();
+            if !out.is_empty() && total.saturating_add(size) > max_bytes {
+                break;
+            }
+            total = total.saturating_add(size);
+            out.push(entry.clone());
+        }
+        Ok(out)
+    }
+
+    fn save_hard_state(&mut self, group: GroupId, state: HardState) -> Result<(), StorageError> {
+        self.check_writable()?;
+        self.stage(group, Mutation::HardState(state));
+        Ok(())
+    }
+
+    /// Stages `entries`, which must have consecutive indexes starting right
+    /// after the last one (else [`StorageError::NotContiguous`]). An empty
+    /// slice changes nothing.
+    fn append(&mut self, group: GroupId, entries: &[Entry]) -> Result<(), StorageError> {
+        self.check_writable()?;
+        if entries.is_empty() {
+            return Ok(());
+        }
+        let mut last = self.state_of(group).last.index;
+        for entry in entries {
+            if entry.id.index != last.next() {
+                return Err(StorageError::NotContiguous {
+                    group,
+                    last,
+                    got: entry.id.index,
+                });
+            }
+            last = entry.id.index;
+        }
+        self.stage(group, Mutation::Append(entries.to_vec()));
+        Ok(())
+    }
+
+    /// Stages removal of entries at `from` and after. `from` at or below the
+    /// compacted index is a [`StorageError::Compacted`] error; `from` past the
+    /// last index changes nothing.
+    fn truncate(&mut self, group: GroupId, from: LogIndex) -> Result<(), StorageError> {
+        self.check_writable()?;
+        let state = self.state_of(group);
+        if from <= state.compacted.index {
+            return Err(StorageError::Compacted {
+                group,
+                compacted: state.compacted.index,
+                asked: from,
+            });
+        }
+        if from > state.last.index {
+            return Ok(());
+        }
+        self.stage(group, Mutation::Truncate(from));
+        Ok(())
+    }
+
+    /// Stages removal of entries up to and including `upto`. Already
+    /// compacted indexes change nothing; an index past the last one is a
+    /// [`StorageError::Unavailable`] error.
+    fn compact(&mut self, group: GroupId, upto: LogIndex) -> Result<(), StorageError> {
+        self.check_writable()?;
+        let state = self.state_of(group);
+        if upto <= state.compacted.index {
+            return Ok(());
+        }
+        let entry = self.view.get(&group).and_then(|log| log.get(upto));
+        let Some(entry) = entry else {
+            return Err(StorageError::Unavailable {
+                group,
+                last: state.last.index,
+                asked: upto,
+            });
+        };
+        let id = entry.id;
+        self.stage(group, Mutation::Compact(id));
+        Ok(())
+    }
+
+    fn flush(&mut self) -> impl Future<Output = Result<(), StorageError>> + Send {
+        let result = self.check_writable().map(|()| {
+            for (group, mutation) in self.staged.drain(..) {
+                self.durable.entry(group).or_default().apply(mutation);
+            }
+            self.flushes += 1;
+        });
+        ready(result)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use bytes::Bytes;
+    use raft_api::{Hlc, NodeId, Payload, Term};
+
+    use super::*;
+    use crate::test_util::block_on;
+
+    const G: GroupId = GroupId(1);
+
+    fn entry(term: u64, index: u64, data: &'static [u8]) -> Entry {
+        Entry {
+            id: LogId::new(Term(term), LogIndex(index)),
+            timestamp: Hlc::new(index, 0),
+            payload: if data.is_empty() {
+                Payload::Blank
+            } else {
+                Payload::Command(Bytes::from_static(data))
+            },
+        }
+    }
+
+    /// Entries `from..=to` in `term`, each carrying a 1-byte command.
+    fn run(term: u64, from: u64, to: u64) -> Vec<Entry> {
+        (from..=to).map(|i| entry(term, i, b"x")).collect()
+    }
+
+    fn id(term: u64, index: u64) -> LogId {
+        LogId::new(Term(term), LogIndex(index))
+    }
+
+    fn indexes(entries: &[Entry]) -> Vec<u64> {
+        entries.iter().map(|e| e.id.index.0).collect()
+    }
+
+    fn all(store: &MemLogStore, group: GroupId) -> Vec<Entry> {
+        let state = store.log_state(group).unwrap();
+        store
+            .entries(
+                group,
+                state.compacted.index.next()..state.last.index.next(),
+                usize::MAX,
+            )
+            .unwrap()
+    }
+
+    fn flush(store: &mut MemLogStore) -> Result<(), StorageError> {
+        block_on(store.flush())
+    }
+
+    fn hs(term: u64, vote: Option<u64>, commit: u64) -> HardState {
+        HardState {
+            term: Term(term),
+            vote: vote.map(NodeId),
+            commit: LogIndex(commit),
+        }
+    }
+
+    #[test]
+    fn empty_store_has_defaults() {
+        let store = MemLogStore::new();
+        assert!(store.groups().unwrap().is_empty());
+        assert_eq!(store.hard_state(G).unwrap(), HardState::default());
+        assert_eq!(store.log_state(G).unwrap(), LogState::default());
+        assert!(!store.has_unflushed());
+        assert_eq!(store.flushes(), 0);
+    }
+
+    #[test]
+    fn append_and_read_back() {
+        let mut store = MemLogStore::new();
+        store.append(G, &run(1, 1, 3)).unwrap();
+        store.append(G, &run(2, 4, 5)).unwrap();
+        assert_eq!(
+            store.log_state(G).unwrap(),
+            LogState {
+                compacted: LogId::default(),
+                last: id(2, 5)
+            }
+        );
+        let got = store
+            .entries(G, LogIndex(2)..LogIndex(5), usize::MAX)
+            .unwrap();
+        assert_eq!(indexes(&got), [2, 3, 4]);
+        assert_eq!(got[2].id, id(2, 4));
+        assert_eq!(got[0], entry(1, 2, b"x"));
+    }
+
+    #[test]
+    fn append_must_follow_last_index() {
+        let mut store = MemLogStore::new();
+        let err = store.append(G, &run(1, 2, 3)).unwrap_err();
+        assert!(matches!(
+            err,
+            StorageError::NotContiguous {
+                group: G,
+                last: LogIndex(0),
+                got: LogIndex(2)
+            }
+        ));
+        store.append(G, &run(1, 1, 3)).unwrap();
+        // Overlapping the existing log.
+        let err = store.append(G, &run(1, 3, 4)).unwrap_err();
+        assert!(matches!(
+            err,
+            StorageError::NotContiguous {
+                last: LogIndex(3),
+                got: LogIndex(3),
+                ..
+            }
+        ));
+        // A gap inside the batch: nothing of it is stored.
+        let batch = vec![entry(1, 4, b"a"), entry(1, 6, b"b")];
+        let err = store.append(G, &batch).unwrap_err();
+        assert!(matches!(
+            err,
+            StorageError::NotContiguous {
+                last: LogIndex(4),
+                got: LogIndex(6),
+                ..
+            }
+        ));
+        assert_eq!(store.log_state(G).unwrap().last, id(1, 3));
+    }
+
+    #[test]
+    fn empty_append_is_a_no_op() {
+        let mut store = MemLogStore::new();
+        store.append(G, &[]).unwrap();
+        assert!(!store.has_unflushed());
+        assert!(store.groups().unwrap().is_empty());
+    }
+
+    #[test]
+    fn append_after_compacting_everything() {
+        let mut store = MemLogStore::new();
+        store.append(G, &run(1, 1, 3)).unwrap();
+        store.compact(G, LogIndex(3)).unwrap();
+        assert_eq!(
+            store.log_state(G).unwrap(),
+            LogState {
+                compacted: id(1, 3),
+                last: id(1, 3)
+            }
+        );
+        assert!(store.append(G, &run(1, 5, 5)).is_err());
+        store.append(G, &run(2, 4, 5)).unwrap();
+        assert_eq!(indexes(&all(&store, G)), [4, 5]);
+    }
+
+    #[test]
+    fn truncate_removes_suffix() {
+        let mut store = MemLogStore::new();
+        store.append(G, &run(1, 1, 5)).unwrap();
+        store.truncate(G, LogIndex(4)).unwrap();
+        assert_eq!(store.log_state(G).unwrap().last, id(1, 3));
+        assert_eq!(indexes(&all(&store, G)), [1, 2, 3]);
+        // The log can then be rewritten from there.
+        store.append(G, &run(2, 4, 4)).unwrap();
+        assert_eq!(store.log_state(G).unwrap().last, id(2, 4));
+    }
+
+    #[test]
+    fn truncate_everything_leaves_compacted_as_last() {
+        let mut store = MemLogStore::new();
+        store.append(G, &run(1, 1, 5)).unwrap();
+        store.compact(G, LogIndex(2)).unwrap();
+        store.truncate(G, LogIndex(3)).unwrap();
+        assert_eq!(
+            store.log_state(G).unwrap(),
+            LogState {
+                compacted: id(1, 2),
+                last: id(1, 2)
+            }
+        );
+    }
+
+    #[test]
+    fn truncate_past_the_end_is_a_no_op() {
+        let mut store = MemLogStore::new();
+        store.append(G, &run(1, 1, 3)).unwrap();
+        block_on(store.flush()).unwrap();
+        store.truncate(G, LogIndex(4)).unwrap();
+        store.truncate(G, LogIndex(100)).unwrap();
+        assert!(!store.has_unflushed());
+        assert_eq!(store.log_state(G).unwrap().last, id(1, 3));
+    }
+
+    #[test]
+    fn truncate_into_compacted_part_is_an_error() {
+        let mut store = MemLogStore::new();
+        store.append(G, &run(1, 1, 5)).unwrap();
+        store.compact(G, LogIndex(2)).unwrap();
+        for from in [0, 1, 2] {
+            let err = store.truncate(G, LogIndex(from)).unwrap_err();
+            assert!(matches!(
+                err,
+                StorageError::Compacted { group: G, compacted: LogIndex(2), asked } if asked == LogIndex(from)
+            ));
+        }
+        assert_eq!(indexes(&all(&store, G)), [3, 4, 5]);
+        // Index 0 is never an entry, even in a fresh log.
+        assert!(matches!(
+            store.truncate(GroupId(9), LogIndex(0)),
+            Err(StorageError::Compacted { .. })
+        ));
+    }
+
+    #[test]
+    fn compact_removes_prefix() {
+        let mut store = MemLogStore::new();
+        store.append(G, &run(1, 1, 2)).unwrap();
+        store.append(G, &run(2, 3, 5)).unwrap();
+        store.compact(G, LogIndex(3)).unwrap();
+        assert_eq!(
+            store.log_state(G).unwrap(),
+            LogState {
+                compacted: id(2, 3),
+                last: id(2, 5)
+            }
+        );
+        assert_eq!(indexes(&all(&store, G)), [4, 5]);
+    }
+
+    #[test]
+    fn compact_already_compacted_is_a_no_op() {
+        let mut store = MemLogStore::new();
+        store.append(G, &run(1, 1, 5)).unwrap();
+        store.compact(G, LogIndex(3)).unwrap();
+        flush(&mut store).unwrap();
+        store.compact(G, LogIndex(3)).unwrap();
+        store.compact(G, LogIndex(1)).unwrap();
+        store.compact(G, LogIndex(0)).unwrap();
+        assert!(!store.has_unflushed());
+        assert_eq!(store.log_state(G).unwrap().compacted, id(1, 3));
+        // Compacting 0 on an unknown group is also a no-op.
+        store.compact(GroupId(7), LogIndex(0)).unwrap();
+        assert_eq!(store.groups().unwrap(), [G]);
+    }
+
+    #[test]
+    fn compact_past_the_end_is_unavailable() {
+        let mut store = MemLogStore::new();
+        store.append(G, &run(1, 1, 3)).unwrap();
+        let err = store.compact(G, LogIndex(4)).unwrap_err();
+        assert!(matches!(
+            err,
+            StorageError::Unavailable {
+                group: G,
+                last: LogIndex(3),
+                asked: LogIndex(4)
+            }
+        ));
+        assert!(matches!(
+            store.compact(GroupId(2), LogIndex(1)),
+            Err(StorageError::Unavailable {
+                last: LogIndex(0),
+                ..
+            })
+        ));
+        assert_eq!(store.log_state(G).unwrap().compacted, LogId::default());
+    }
+
+    #[test]
+    fn entries_range_errors() {
+        let mut store = MemLogStore::new();
+        store.append(G, &run(1, 1, 5)).unwrap();
+        store.compact(G, LogIndex(2)).unwrap();
+        let err = store
+            .entries(G, LogIndex(2)..LogIndex(4), usize::MAX)
+            .unwrap_err();
+        assert!(matches!(
+            err,
+            StorageError::Compacted {
+                group: G,
+                compacted: LogIndex(2),
+                asked: LogIndex(2)
+            }
+        ));
+        let err = store
+            .entries(G, LogIndex(3)..LogIndex(7), usize::MAX)
+            .unwrap_err();
+        assert!(matches!(
+            err,
+            StorageError::Unavailable {
+                group: G,
+                last: LogIndex(5),
+                asked: LogIndex(6)
+            }
+        ));
+        // Up to last + 1 is fine.
+        let got = store
+            .entries(G, LogIndex(3)..LogIndex(6), usize::MAX)
+            .unwrap();
+        assert_eq!(indexes(&got), [3, 4, 5]);
+        // Unknown group.
+        assert!(matches!(
+            store.entries(GroupId(3), LogIndex(1)..LogIndex(2), usize::MAX),
+            Err(StorageError::Unavailable {
+                last: LogIndex(0),
+                ..
+            })
+        ));
+    }
+
+    #[test]
+    fn entries_empty_range_is_empty() {
+        let mut store = MemLogStore::new();
+        store.append(G, &run(1, 1, 5)).unwrap();
+        for (start, end) in [(3, 3), (4, 2), (6, 6), (100, 100)] {
+            let got = store
+                .entries(G, LogIndex(start)..LogIndex(end), usize::MAX)
+                .unwrap();
+            assert!(got.is_empty());
+        }
+    }
+
+    #[test]
+    fn entries_respect_byte_bound() {
+        let mut store = MemLogStore::new();
+        // Each entry is 24 + 1 bytes.
+        store.append(G, &run(1, 1, 5)).unwrap();
+        let range = || LogIndex(1)..LogIndex(6);
+        assert_eq!(store.entries(G, range(), 0).unwrap().len(), 1);
+        assert_eq!(store.entries(G, range(), 24).unwrap().len(), 1);
+        assert_eq!(store.entries(G, range(), 25).unwrap().len(), 1);
+        assert_eq!(store.entries(G, range(), 49).unwrap().len(), 1);
+        assert_eq!(store.entries(G, range(), 50).unwrap().len(), 2);
+        assert_eq!(store.entries(G, range(), 74).unwrap().len(), 2);
+        assert_eq!(store.entries(G, range(), 75).unwrap().len(), 3);
+        assert_eq!(store.entries(G, range(), 1000).unwrap().len(), 5);
+        // The first entry comes back even when it alone exceeds the bound.
+        store.append(G, &[entry(1, 6, &[7; 100])]).unwrap();
+        let got = store.entries(G, LogIndex(6)..LogIndex(7), 10).unwrap();
+        assert_eq!(indexes(&got), [6]);
+        let got = store.entries(G, LogIndex(5)..LogIndex(7), 30).unwrap();
+        assert_eq!(indexes(&got), [5]);
+    }
+
+    #[test]
+    fn hard_state_is_per_group() {
+        let mut store = MemLogStore::new();
+        store.save_hard_state(G, hs(3, Some(2), 1)).unwrap();
+        assert_eq!(store.hard_state(G).unwrap(), hs(3, Some(2), 1));
+        assert_eq!(store.hard_state(GroupId(2)).unwrap(), HardState::default());
+        store.save_hard_state(G, hs(4, None, 1)).unwrap();
+        assert_eq!(store.hard_state(G).unwrap(), hs(4, None, 1));
+    }
+
+    #[test]
+    fn groups_are_independent_and_listed_sorted() {
+        let mut store = MemLogStore::new();
+        let (a, b, c) = (GroupId(5), GroupId(1), GroupId(3));
+        store.append(a, &run(1, 1, 4)).unwrap();
+        store.append(b, &run(7, 1, 2)).unwrap();
+        store.save_hard_state(c, hs(2, None, 0)).unwrap();
+        assert_eq!(store.groups().unwrap(), [b, c, a]);
+
+        store.truncate(a, LogIndex(3)).unwrap();
+        store.compact(b, LogIndex(1)).unwrap();
+        assert_eq!(store.log_state(a).unwrap().last, id(1, 2));
+        assert_eq!(store.log_state(b).unwrap().compacted, id(7, 1));
+        assert_eq!(store.log_state(b).unwrap().last, id(7, 2));
+        assert_eq!(store.log_state(c).unwrap(), LogState::default());
+        assert_eq!(store.hard_state(a).unwrap(), HardState::default());
+        assert_eq!(store.hard_state(c).unwrap(), hs(2, None, 0));
+        // Appending to one group does not depend on another's last index.
+        store.append(c, &run(2, 1, 1)).unwrap();
+        assert!(store.append(b, &run(7, 1, 1)).is_err());
+    }
+
+    #[test]
+    fn flush_makes_writes_durable() {
+        let mut store = MemLogStore::new();
+        store.save_hard_state(G, hs(1, Some(1), 0)).unwrap();
+        store.append(G, &run(1, 1, 3)).unwrap();
+        assert!(store.has_unflushed());
+        flush(&mut store).unwrap();
+        assert!(!store.has_unflushed());
+        assert_eq!(store.flushes(), 1);
+        store.crash();
+        assert_eq!(store.hard_state(G).unwrap(), hs(1, Some(1), 0));
+        assert_eq!(indexes(&all(&store, G)), [1, 2, 3]);
+        // A flush with nothing staged still counts.
+        flush(&mut store).unwrap();
+        assert_eq!(store.flushes(), 2);
+    }
+
+    #[test]
+    fn flush_future_is_send() {
+        fn assert_send<T: Send>(_: &T) {}
+        let mut store = MemLogStore::new();
+        let fut = store.flush();
+        assert_send(&fut);
+        block_on(fut).unwrap();
+    }
+
+    #[test]
+    fn crash_loses_exactly_unflushed_writes() {
+        let mut store = MemLogStore::new();
+        store.save_hard_state(G, hs(1, Some(1), 2)).unwrap();
+        store.append(G, &run(1, 1, 6)).unwrap();
+        store.compact(G, LogIndex(1)).unwrap();
+        flush(&mut store).unwrap();
+        let durable_entries = all(&store, G);
+        let durable_state = store.log_state(G).unwrap();
+
+        // Every kind of write, staged and lost.
+        store.save_hard_state(G, hs(2, None, 4)).unwrap();
+        store.truncate(G, LogIndex(5)).unwrap();
+        store.append(G, &run(2, 5, 8)).unwrap();
+        store.compact(G, LogIndex(3)).unwrap();
+        store.append(GroupId(2), &run(1, 1, 1)).unwrap();
+        assert_eq!(store.log_state(G).unwrap().last, id(2, 8));
+        assert_eq!(store.groups().unwrap(), [G, GroupId(2)]);
+
+        store.crash();
+        assert!(!store.has_unflushed());
+        assert_eq!(store.hard_state(G).unwrap(), hs(1, Some(1), 2));
+        assert_eq!(store.log_state(G).unwrap(), durable_state);
+        assert_eq!(all(&store, G), durable_entries);
+        assert_eq!(store.groups().unwrap(), [G]);
+        assert_eq!(store.flushes(), 1);
+
+        // A second crash without writes changes nothing.
+        store.crash();
+        assert_eq!(all(&store, G), durable_entries);
+    }
+
+    #[test]
+    fn flushed_truncation_and_compaction_survive_crash() {
+        let mut store = MemLogStore::new();
+        store.append(G, &run(1, 1, 6)).unwrap();
+        flush(&mut store).unwrap();
+        store.truncate(G, LogIndex(5)).unwrap();
+        store.append(G, &run(3, 5, 7)).unwrap();
+        store.compact(G, LogIndex(2)).unwrap();
+        store.save_hard_state(G, hs(3, Some(9), 2)).unwrap();
+        let expected = all(&store, G);
+        flush(&mut store).unwrap();
+        // Staged after the flush, then lost.
+        store.truncate(G, LogIndex(4)).unwrap();
+        store.crash();
+        assert_eq!(
+            store.log_state(G).unwrap(),
+            LogState {
+                compacted: id(1, 2),
+                last: id(3, 7)
+            }
+        );
+        assert_eq!(all(&store, G), expected);
+        assert_eq!(indexes(&expected), [3, 4, 5, 6, 7]);
+        assert_eq!(expected[2].id, id(3, 5));
+        assert_eq!(store.hard_state(G).unwrap(), hs(3, Some(9), 2));
+    }
+
+    #[test]
+    fn durable_copy_matches_view_after_flush() {
+        // Many interleaved writes across groups, flushed at irregular points:
+        // after each flush a crash must not change anything visible.
+        let mut store = MemLogStore::new();
+        let groups = [GroupId(0), GroupId(1), GroupId(2)];
+        let mut step = 0u64;
+        for round in 1..=32u64 {
+            for &g in &groups {
+                step += 1;
+                let last = store.log_state(g).unwrap().last.index.0;
+                store.append(g, &run(round, last + 1, last + 3)).unwrap();
+                if step.is_multiple_of(3) {
+                    store.truncate(g, LogIndex(last + 2)).unwrap();
+                }
+                if step.is_multiple_of(4) {
+                    store.compact(g, LogIndex(last)).unwrap();
+                }
+                store.save_hard_state(g, hs(round, None, last)).unwrap();
+            }
+            if round.is_multiple_of(4) {
+                let before: Vec<_> = groups
+                    .iter()
+                    .map(|&g| {
+                        (
+                            store.hard_state(g).unwrap(),
+                            store.log_state(g).unwrap(),
+                            all(&store, g),
+                        )
+                    })
+                    .collect();
+                flush(&mut store).unwrap();
+                store.crash();
+                let after: Vec<_> = groups
+                    .iter()
+                    .map(|&g| {
+                        (
+                            store.hard_state(g).unwrap(),
+                            store.log_state(g).unwrap(),
+                            all(&store, g),
+                        )
+                    })
+                    .collect();
+                assert_eq!(before, after);
+            }
+        }
+        assert_eq!(store.view, store.durable);
+    }
+
+    #[test]
+    fn injected_failures_change_nothing() {
+        let mut store = MemLogStore::new();
+        store.append(G, &run(1, 1, 4)).unwrap();
+        flush(&mut store).unwrap();
+        store.save_hard_state(G, hs(1, None, 1)).unwrap();
+
+        store.fail_writes(true);
+        let is_injected = |r: Result<(), StorageError>| matches!(r, Err(StorageError::Other(ref s)) if s == "injected write failure");
+        assert!(is_injected(store.save_hard_state(G, hs(9, None, 9))));
+        assert!(is_injected(store.append(G, &run(1, 5, 5))));
+        assert!(is_injected(store.append(G, &[])));
+        assert!(is_injected(store.truncate(G, LogIndex(2))));
+        assert!(is_injected(store.compact(G, LogIndex(2))));
+        assert!(is_injected(flush(&mut store)));
+        // Reads still work and show nothing new; the earlier staged write is
+        // still staged, not flushed.
+        assert_eq!(store.hard_state(G).unwrap(), hs(1, None, 1));
+        assert_eq!(indexes(&all(&store, G)), [1, 2, 3, 4]);
+        assert!(store.has_unflushed());
+        assert_eq!(store.flushes(), 1);
+
+        store.fail_writes(false);
+        flush(&mut store).unwrap();
+        assert_eq!(store.flushes(), 2);
+        store.crash();
+        assert_eq!(store.hard_state(G).unwrap(), hs(1, None, 1));
+        assert_eq!(indexes(&all(&store, G)), [1, 2, 3, 4]);
+    }
+
+    #[test]
+    fn failed_flush_then_crash_loses_staged_writes() {
+        let mut store = MemLogStore::new();
+        store.append(G, &run(1, 1, 2)).unwrap();
+        store.fail_writes(true);
+        assert!(flush(&mut store).is_err());
+        store.crash();
+        store.fail_writes(false);
+        assert_eq!(store.log_state(G).unwrap(), LogState::default());
+        assert!(store.groups().unwrap().is_empty());
+    }
+
+    #[test]
+    fn clone_is_independent() {
+        let mut store = MemLogStore::new();
+        store.append(G, &run(1, 1, 2)).unwrap();
+        let copy = store.clone();
+        store.crash();
+        assert_eq!(copy.log_state(G).unwrap().last, id(1, 2));
+        assert_eq!(store.log_state(G).unwrap().last, LogId::default());
+    }
+}
