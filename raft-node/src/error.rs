@@ -38,4 +38,15 @@ pub enum StepError {
     /// The sender is not a member of the group.
     #[error("message from {0}, which is not a member of the group")]
     UnknownSender(NodeId),
+    /// The message breaks the protocol's rules (for example an append whose
+    /// entries are not contiguous); it was dropped.
+    #[error("malformed {kind} from {from}: {detail}")]
+    Malformed {
+        /// Sender.
+        from: NodeId,
+        /// Message kind.
+        kind: &'static str,
+        /// What is wrong.
+        detail: String,
+    },
 }

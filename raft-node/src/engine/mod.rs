@@ -280,6 +280,13 @@ impl Engine {
         if env.from == self.id || !self.is_voter(env.from) {
             return Err(StepError::UnknownSender(env.from));
         }
+        if let Some(detail) = malformed(&env) {
+            return Err(StepError::Malformed {
+                from: env.from,
+                kind: env.msg.kind(),
+                detail,
+            });
+        }
         self.step_inner(env);
         self.finish();
         Ok(())
@@ -581,4 +588,33 @@ impl Engine {
         self.out.push(Action::AppendLog(vec![entry]));
         id
     }
+}
+
+/// Why a message cannot have come from a correct peer, if it cannot.
+fn malformed(env: &Envelope) -> Option<String> {
+    let Message::Append(req) = &env.msg else {
+        return None;
+    };
+    if req.prev.term > env.term {
+        return Some(format!(
+            "previous entry {} is newer than {}",
+            req.prev, env.term
+        ));
+    }
+    let mut expected = req.prev.index.next();
+    let mut term = req.prev.term;
+    for e in &req.entries {
+        if e.id.index != expected {
+            return Some(format!("entry {} where index {expected} was due", e.id));
+        }
+        if e.id.term < term || e.id.term > env.term {
+            return Some(format!(
+                "entry {} out of term order (after {term}, sent in {})",
+                e.id, env.term
+            ));
+        }
+        term = e.id.term;
+        expected = expected.next();
+    }
+    None
 }

@@ -1,0 +1,316 @@
+//! Unit tests of the engine, one rule per test, each naming the section of
+//! the Raft paper ("In Search of an Understandable Consensus Algorithm") or
+//! of Ongaro's thesis it checks.
+//!
+//! Every test builds engines with [`engine`], feeds them inputs by hand and
+//! compares the exact actions they produce. [`Cluster`] routes actions
+//! between a few engines for the tests that need a whole conversation.
+
+mod commit;
+mod election;
+mod replication;
+mod vote;
+
+use std::collections::BTreeMap;
+
+use bytes::Bytes;
+use raft_api::{
+    AppendRequest, AppendResponse, Config, ConflictHint, Entry, Envelope, GroupId, HardState,
+    HeartbeatRequest, HeartbeatResponse, Hlc, LogId, LogIndex, Message, NodeId, Payload, Term,
+    VoteRequest, VoteResponse,
+};
+
+use super::{Action, Engine, EngineInit, Role};
+
+/// The group every test engine runs.
+const G: GroupId = GroupId(7);
+
+/// Small, explicit settings: elections time out after 100..200 ms,
+/// heartbeats every 20 ms.
+fn config() -> Config {
+    Config {
+        election_timeout_min_ms: 100,
+        election_timeout_max_ms: 200,
+        heartbeat_interval_ms: 20,
+        max_append_entries: 64,
+        max_append_bytes: 1 << 20,
+        max_inflight: 8,
+        pre_vote: true,
+        check_quorum: true,
+    }
+}
+
+/// Engine `id` of a group with `voters`, empty log, seed 1, created at time
+/// 0; `tweak` adjusts the init (config, hard state, entries...) first.
+fn engine(id: u64, voters: &[u64], tweak: impl FnOnce(&mut EngineInit)) -> Engine {
+    let mut init = EngineInit::new(
+        NodeId(id),
+        G,
+        voters.iter().copied().map(NodeId).collect(),
+        config(),
+    );
+    init.seed = 1;
+    tweak(&mut init);
+    Engine::new(init).expect("valid test engine")
+}
+
+/// No tweak.
+fn plain(_: &mut EngineInit) {}
+
+/// Pre-vote switched off.
+fn no_pre_vote(init: &mut EngineInit) {
+    init.config.pre_vote = false;
+}
+
+/// An init tweak that installs a durable log with the given entry terms
+/// (index 1, 2, ...) and hard state.
+fn stored(
+    terms: &'static [u64],
+    term: u64,
+    vote: Option<u64>,
+    commit: u64,
+) -> impl FnOnce(&mut EngineInit) {
+    move |init| {
+        init.entries = log_of(terms);
+        init.hard_state = hs(term, vote, commit);
+    }
+}
+
+fn lid(term: u64, index: u64) -> LogId {
+    LogId::new(Term(term), LogIndex(index))
+}
+
+fn hs(term: u64, vote: Option<u64>, commit: u64) -> HardState {
+    HardState {
+        term: Term(term),
+        vote: vote.map(NodeId),
+        commit: LogIndex(commit),
+    }
+}
+
+/// A pre-built entry. Entries with the same id carry the same command, as
+/// they would in a real cluster (Log Matching Property, §5.3).
+fn ent(term: u64, index: u64) -> Entry {
+    Entry {
+        id: lid(term, index),
+        timestamp: Hlc::default(),
+        payload: Payload::Command(Bytes::from(format!("t{term}i{index}"))),
+    }
+}
+
+/// Entries with the given terms at index 1, 2, ...
+fn log_of(terms: &[u64]) -> Vec<Entry> {
+    terms
+        .iter()
+        .zip(1..)
+        .map(|(&term, index)| ent(term, index))
+        .collect()
+}
+
+/// The entry an engine holds at `index` (for entries the engine created
+/// itself, whose timestamps come from its clock).
+fn entry_at(e: &Engine, index: u64) -> Entry {
+    e.entry(LogIndex(index))
+        .cloned()
+        .unwrap_or_else(|| panic!("{} holds no entry at {index}", e.id()))
+}
+
+/// Every entry of an engine's log, in order.
+fn log_entries(e: &Engine) -> Vec<Entry> {
+    (1..=e.last_log_id().index.0)
+        .map(|i| entry_at(e, i))
+        .collect()
+}
+
+fn env(from: u64, to: u64, term: u64, msg: Message) -> Envelope {
+    Envelope {
+        group: G,
+        from: NodeId(from),
+        to: NodeId(to),
+        term: Term(term),
+        msg,
+    }
+}
+
+fn send(from: u64, to: u64, term: u64, msg: Message) -> Action {
+    Action::Send(env(from, to, term, msg))
+}
+
+fn send_after_persist(from: u64, to: u64, term: u64, msg: Message) -> Action {
+    Action::SendAfterPersist(env(from, to, term, msg))
+}
+
+fn save(term: u64, vote: Option<u64>, commit: u64) -> Action {
+    Action::SaveHardState(hs(term, vote, commit))
+}
+
+fn pre_vote(last: LogId) -> Message {
+    Message::PreVote(VoteRequest { last_log: last })
+}
+
+fn vote(last: LogId) -> Message {
+    Message::Vote(VoteRequest { last_log: last })
+}
+
+fn pre_vote_resp(granted: bool) -> Message {
+    Message::PreVoteResp(VoteResponse { granted })
+}
+
+fn vote_resp(granted: bool) -> Message {
+    Message::VoteResp(VoteResponse { granted })
+}
+
+fn append(prev: LogId, entries: Vec<Entry>, commit: u64) -> Message {
+    Message::Append(AppendRequest {
+        prev,
+        entries,
+        commit: LogIndex(commit),
+    })
+}
+
+fn success(matched: u64) -> Message {
+    Message::AppendResp(AppendResponse::Success {
+        matched: LogIndex(matched),
+    })
+}
+
+fn conflict(rejected: u64, hint_index: u64, hint_term: Option<u64>) -> Message {
+    Message::AppendResp(AppendResponse::Conflict {
+        rejected: LogIndex(rejected),
+        hint: ConflictHint {
+            index: LogIndex(hint_index),
+            term: hint_term.map(Term),
+        },
+    })
+}
+
+fn heartbeat(commit: u64) -> Message {
+    Message::Heartbeat(HeartbeatRequest {
+        commit: LogIndex(commit),
+    })
+}
+
+fn heartbeat_resp() -> Message {
+    Message::HeartbeatResp(HeartbeatResponse {})
+}
+
+/// Steps a message that must be accepted.
+fn step(e: &mut Engine, envelope: Envelope) {
+    e.step(envelope).expect("message accepted");
+}
+
+/// Makes `e` the leader of the next term: campaigns, collects grants from
+/// its peers (pre-vote and vote), reports its vote durable, and drains the
+/// actions (the blank entry and the first probes).
+fn elect(e: &mut Engine) {
+    let me = e.id().0;
+    let peers: Vec<u64> = e
+        .voters()
+        .iter()
+        .map(|v| v.0)
+        .filter(|&v| v != me)
+        .collect();
+    e.campaign();
+    if e.role() == Role::PreCandidate {
+        let term = e.term().0 + 1;
+        for &p in &peers {
+            if e.role() != Role::PreCandidate {
+                break;
+            }
+            step(e, env(p, me, term, pre_vote_resp(true)));
+        }
+    }
+    assert_eq!(e.role(), Role::Candidate);
+    e.take_actions();
+    e.on_persisted(None);
+    for &p in &peers {
+        if e.role() == Role::Leader {
+            break;
+        }
+        let term = e.term().0;
+        step(e, env(p, me, term, vote_resp(true)));
+    }
+    assert_eq!(e.role(), Role::Leader);
+    e.take_actions();
+}
+
+/// The entries of every `Apply` action, in order.
+fn applied(actions: &[Action]) -> Vec<Entry> {
+    actions
+        .iter()
+        .filter_map(|a| match a {
+            Action::Apply(entries) => Some(entries.clone()),
+            _ => None,
+        })
+        .flatten()
+        .collect()
+}
+
+/// A few engines joined by a perfect network and perfect disks: every
+/// message is delivered, every persist action is flushed at once.
+struct Cluster {
+    nodes: BTreeMap<NodeId, Engine>,
+    /// Everything each node handed to its state machine, in order.
+    applied: BTreeMap<NodeId, Vec<Entry>>,
+}
+
+impl Cluster {
+    fn new(engines: Vec<Engine>) -> Self {
+        Self {
+            nodes: engines.into_iter().map(|e| (e.id(), e)).collect(),
+            applied: BTreeMap::new(),
+        }
+    }
+
+    fn node(&self, id: u64) -> &Engine {
+        &self.nodes[&NodeId(id)]
+    }
+
+    fn node_mut(&mut self, id: u64) -> &mut Engine {
+        self.nodes.get_mut(&NodeId(id)).expect("known node")
+    }
+
+    fn applied_by(&self, id: u64) -> &[Entry] {
+        self.applied.get(&NodeId(id)).map_or(&[], Vec::as_slice)
+    }
+
+    /// Carries out actions until no engine has anything left to do: each
+    /// round drains every engine, flushes its persist actions (reporting the
+    /// last staged entry with `on_persisted`), then delivers the messages.
+    fn run(&mut self) {
+        for _ in 0..1000 {
+            let mut messages = Vec::new();
+            let mut busy = false;
+            for (id, e) in &mut self.nodes {
+                let actions = e.take_actions();
+                busy |= !actions.is_empty();
+                let mut flushed = false;
+                let mut last = None;
+                for action in actions {
+                    match action {
+                        Action::SaveHardState(_) | Action::TruncateLog { .. } => flushed = true,
+                        Action::AppendLog(entries) => {
+                            flushed = true;
+                            last = entries.last().map(|x| x.id).or(last);
+                        }
+                        Action::Send(m) | Action::SendAfterPersist(m) => messages.push(m),
+                        Action::Apply(entries) => {
+                            self.applied.entry(*id).or_default().extend(entries);
+                        }
+                    }
+                }
+                if flushed {
+                    e.on_persisted(last);
+                }
+            }
+            if !busy {
+                return;
+            }
+            for m in messages {
+                let to = m.to;
+                step(self.nodes.get_mut(&to).expect("known node"), m);
+            }
+        }
+        panic!("the cluster did not settle");
+    }
+}
