@@ -324,7 +324,9 @@ impl Engine {
     }
 
     /// Tells the engine that the driver flushed: everything emitted before
-    /// the last [`take_actions`](Self::take_actions) is durable. `last` is
+    /// the last [`take_actions`](Self::take_actions) is durable (so the
+    /// driver drains the actions, stages them, flushes, and only then calls
+    /// this, without draining in between). `last` is
     /// the last log entry staged before the flush, or `None` when the flush
     /// held no entries. A leader counts only durable entries of its own log
     /// towards commitment, and a candidate counts its own vote only once it
@@ -590,11 +592,29 @@ impl Engine {
     }
 }
 
+/// Terms and indexes above these cannot come from a correct peer (a group
+/// would need millions of years to reach them); refusing them keeps every
+/// increment inside the engine from overflowing.
+const MAX_TERM: Term = Term(1 << 62);
+const MAX_INDEX: u64 = 1 << 62;
+
 /// Why a message cannot have come from a correct peer, if it cannot.
 fn malformed(env: &Envelope) -> Option<String> {
+    if env.term > MAX_TERM {
+        return Some(format!("term {} is beyond any real cluster's", env.term));
+    }
     let Message::Append(req) = &env.msg else {
         return None;
     };
+    if req
+        .prev
+        .index
+        .0
+        .checked_add(req.entries.len() as u64 + 1)
+        .is_none_or(|end| end > MAX_INDEX)
+    {
+        return Some(format!("index {} is beyond any real log's", req.prev.index));
+    }
     if req.prev.term > env.term {
         return Some(format!(
             "previous entry {} is newer than {}",

@@ -259,6 +259,8 @@ fn step_refuses_malformed_appends() {
         append(lid(0, 0), vec![ent(5, 1)], 0),
         // A previous entry newer than the sender's term.
         append(lid(7, 3), vec![], 0),
+        // An index at the edge of the integer range.
+        append(lid(1, u64::MAX), vec![ent(1, 0)], 0),
     ];
     for msg in cases {
         let result = e.step(env(2, 1, 2, msg.clone()));
@@ -274,6 +276,18 @@ fn step_refuses_malformed_appends() {
             "{msg:?} gave {result:?}"
         );
     }
+    // A term no real cluster reaches is refused whatever the message.
+    let result = e.step(env(2, 1, u64::MAX, heartbeat(0)));
+    assert!(
+        matches!(
+            result,
+            Err(StepError::Malformed {
+                kind: "Heartbeat",
+                ..
+            })
+        ),
+        "{result:?}"
+    );
     assert_eq!(e.take_actions(), vec![]);
     assert_eq!(e.term(), Term(0));
     assert_eq!(e.last_log_id(), LogId::default());

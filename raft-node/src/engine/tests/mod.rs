@@ -9,6 +9,7 @@
 mod commit;
 mod election;
 mod replication;
+mod robustness;
 mod vote;
 
 use std::collections::BTreeMap;

@@ -1,0 +1,108 @@
+//! Whatever arrives from the network, the engine neither panics nor breaks
+//! its own bookkeeping: arbitrary messages (well-formed or not, from any
+//! term, with any indexes) are stepped into followers, candidates and
+//! leaders with non-empty logs.
+
+use super::*;
+use crate::engine::rng::Rng;
+
+fn any_u64(rng: &mut Rng) -> u64 {
+    match rng.range(0, 6) {
+        0 => 0,
+        1 => u64::MAX,
+        2 => rng.next_u64(),
+        _ => rng.range(0, 12),
+    }
+}
+
+fn any_log_id(rng: &mut Rng) -> LogId {
+    lid(any_u64(rng), any_u64(rng))
+}
+
+fn any_message(rng: &mut Rng) -> Message {
+    let req = VoteRequest {
+        last_log: any_log_id(rng),
+    };
+    let resp = VoteResponse {
+        granted: rng.range(0, 2) == 1,
+    };
+    match rng.range(0, 9) {
+        0 => Message::PreVote(req),
+        1 => Message::PreVoteResp(resp),
+        2 => Message::Vote(req),
+        3 => Message::VoteResp(resp),
+        4 => {
+            let prev = any_log_id(rng);
+            let n = rng.range(0, 4);
+            let entries = (0..n)
+                .map(|i| {
+                    // Mostly contiguous, sometimes not.
+                    let index = if rng.range(0, 4) == 0 {
+                        any_u64(rng)
+                    } else {
+                        prev.index.0.wrapping_add(i + 1)
+                    };
+                    ent(prev.term.0.max(any_u64(rng) % 12), index)
+                })
+                .collect();
+            Message::Append(AppendRequest {
+                prev,
+                entries,
+                commit: LogIndex(any_u64(rng)),
+            })
+        }
+        5 => Message::AppendResp(AppendResponse::Success {
+            matched: LogIndex(any_u64(rng)),
+        }),
+        6 => Message::AppendResp(AppendResponse::Conflict {
+            rejected: LogIndex(any_u64(rng)),
+            hint: ConflictHint {
+                index: LogIndex(any_u64(rng)),
+                term: (rng.range(0, 2) == 1).then(|| Term(any_u64(rng))),
+            },
+        }),
+        7 => Message::Heartbeat(HeartbeatRequest {
+            commit: LogIndex(any_u64(rng)),
+        }),
+        _ => Message::HeartbeatResp(HeartbeatResponse {}),
+    }
+}
+
+#[test]
+fn arbitrary_messages_never_panic_or_corrupt_state() {
+    for seed in 0..300 {
+        let mut rng = Rng::new(seed);
+        let mut e = engine(1, &[1, 2, 3], stored(&[1, 1, 2, 3], 3, Some(1), 2));
+        // Reach a role chosen by the seed.
+        match seed % 3 {
+            0 => {}
+            1 => e.campaign(),
+            _ => elect(&mut e),
+        }
+        let mut now = 0;
+        for _ in 0..200 {
+            let term = any_u64(&mut rng);
+            let from = rng.range(1, 5);
+            let msg = any_message(&mut rng);
+            let _ = e.step(env(from, 1, term, msg));
+            if rng.range(0, 10) == 0 {
+                now += rng.range(0, 300);
+                e.tick(now);
+            }
+            if rng.range(0, 10) == 0 {
+                let last = e.last_log_id();
+                e.on_persisted(Some(last));
+            }
+            let actions = e.take_actions();
+            assert!(e.commit_index() <= e.last_log_id().index, "seed {seed}");
+            assert!(e.applied_index() <= e.commit_index(), "seed {seed}");
+            assert!(e.persisted_index() <= e.last_log_id().index, "seed {seed}");
+            for action in actions {
+                if let Action::Send(env) | Action::SendAfterPersist(env) = action {
+                    assert_eq!(env.from, NodeId(1));
+                    assert_ne!(env.to, NodeId(1));
+                }
+            }
+        }
+    }
+}
