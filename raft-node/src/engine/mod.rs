@@ -64,7 +64,7 @@ mod log;
 pub mod mutants;
 mod progress;
 mod replication;
-mod rng;
+pub mod rng;
 #[cfg(test)]
 mod tests;
 

@@ -1,12 +1,14 @@
 //! A small seeded pseudo-random generator, so the engine draws election
-//! timeouts deterministically from the seed it was given.
+//! timeouts deterministically from the seed it was given. Public so that
+//! simulations of the engine can draw from the same kind of stream.
 
-/// xorshift64* generator.
+/// xorshift64* generator, seeded through SplitMix64. Not for cryptography.
 #[derive(Clone, Debug)]
-pub(crate) struct Rng(u64);
+pub struct Rng(u64);
 
 impl Rng {
-    pub(crate) fn new(seed: u64) -> Self {
+    /// A generator whose whole stream is determined by `seed`.
+    pub fn new(seed: u64) -> Self {
         // SplitMix64 step so that small or similar seeds give unrelated
         // streams, and the state is never zero.
         let mut z = seed.wrapping_add(0x9E37_79B9_7F4A_7C15);
@@ -16,7 +18,8 @@ impl Rng {
         Self(if z == 0 { 1 } else { z })
     }
 
-    pub(crate) fn next_u64(&mut self) -> u64 {
+    /// The next value of the stream.
+    pub fn next_u64(&mut self) -> u64 {
         let mut x = self.0;
         x ^= x >> 12;
         x ^= x << 25;
@@ -26,7 +29,7 @@ impl Rng {
     }
 
     /// A value in `[low, high)`; `low` when the range is empty.
-    pub(crate) fn range(&mut self, low: u64, high: u64) -> u64 {
+    pub fn range(&mut self, low: u64, high: u64) -> u64 {
         if high <= low {
             return low;
         }
