@@ -48,6 +48,9 @@ pub struct SimConfig {
     pub fault_ms: u64,
     pub clients: usize,
     pub keys: usize,
+    /// Whether the simulator injects faults by itself (off for scripted
+    /// scenarios, which inject their own).
+    pub random_faults: bool,
 }
 
 impl SimConfig {
@@ -58,6 +61,16 @@ impl SimConfig {
             fault_ms: 4_000,
             clients: 3 + (seed % 3) as usize,
             keys: 3,
+            random_faults: true,
+        }
+    }
+
+    /// A run whose faults a test scripts itself.
+    pub fn scripted(seed: u64, nodes: usize) -> Self {
+        Self {
+            fault_ms: u64::MAX,
+            random_faults: false,
+            ..Self::new(seed, nodes)
         }
     }
 
@@ -271,7 +284,9 @@ impl Sim {
             let at = sim.rng.range(0, 50);
             sim.schedule(at, Event::ClientStart(c));
         }
-        sim.schedule(100, Event::Fault);
+        if sim.cfg.random_faults {
+            sim.schedule(100, Event::Fault);
+        }
         sim
     }
 
@@ -321,19 +336,24 @@ impl Sim {
         failure(self.now, kind, message)
     }
 
+    fn count_event(&mut self) -> Step {
+        self.report.events += 1;
+        if self.report.events > MAX_EVENTS {
+            return Err(self.fail(
+                FailureKind::Liveness,
+                format!("more than {MAX_EVENTS} events: a message storm"),
+            ));
+        }
+        Ok(())
+    }
+
     /// Runs the fault phase, then the recovery phase, then checks the
     /// history for linearizability.
     pub fn run(mut self) -> Result<SimReport, SimFailure> {
         let heal_at = self.cfg.fault_ms;
         while let Some(s) = self.queue.pop() {
             self.now = s.at;
-            self.report.events += 1;
-            if self.report.events > MAX_EVENTS {
-                return Err(self.fail(
-                    FailureKind::Liveness,
-                    format!("more than {MAX_EVENTS} events: a message storm"),
-                ));
-            }
+            self.count_event()?;
             if self.healed_at.is_none() && self.now >= heal_at {
                 self.heal();
             }
@@ -369,6 +389,88 @@ impl Sim {
         self.report.leader_terms = self.inv.leader_terms();
         self.report.committed = self.inv.committed_len();
         Ok(self.report)
+    }
+
+    // ----- scripted scenarios -----
+
+    /// Processes every event of the next `ms` simulated milliseconds, with
+    /// the same invariant checks as a random run.
+    pub fn run_for(&mut self, ms: u64) -> Step {
+        let until = self.now + ms;
+        while self.queue.peek().is_some_and(|s| s.at <= until) {
+            let s = self.queue.pop().expect("peeked");
+            self.now = s.at;
+            self.count_event()?;
+            self.handle(s.event)?;
+        }
+        self.now = until;
+        Ok(())
+    }
+
+    /// Cuts every link between nodes on different sides.
+    pub fn split(&mut self, sides: &[&[usize]]) {
+        self.net.blocked.clear();
+        self.report.partitions += 1;
+        for (i, a_side) in sides.iter().enumerate() {
+            for b_side in &sides[i + 1..] {
+                for &a in a_side.iter() {
+                    for &b in b_side.iter() {
+                        self.net.blocked.insert((a, b));
+                        self.net.blocked.insert((b, a));
+                    }
+                }
+            }
+        }
+    }
+
+    /// Restores every link.
+    pub fn heal_network(&mut self) {
+        self.net.blocked.clear();
+    }
+
+    /// Power loss on node `n`.
+    pub fn crash_node(&mut self, n: usize) {
+        self.crash(n);
+    }
+
+    /// Brings node `n` back from its durable state.
+    pub fn restart_node(&mut self, n: usize) -> Step {
+        self.restart(n)
+    }
+
+    /// The running leader with the highest term, by node position.
+    pub fn leader(&self) -> Option<usize> {
+        self.current_leader().map(|id| (id.0 - 1) as usize)
+    }
+
+    /// Node `n`'s engine, when it runs.
+    pub fn engine(&self, n: usize) -> Option<&Engine> {
+        self.nodes[n].engine.as_ref()
+    }
+
+    /// Proposes a put of `key` on node `n` directly (outside the clients).
+    pub fn propose_on(&mut self, n: usize, key: &str, value: &str) -> Result<LogId, SimFailure> {
+        let command = KvCommand::Put {
+            key: Bytes::from(key.to_owned()),
+            value: Bytes::from(value.to_owned()),
+        }
+        .encode();
+        let engine = self.nodes[n]
+            .engine
+            .as_mut()
+            .ok_or_else(|| failure(self.now, FailureKind::Safety, format!("node {n} is down")))?;
+        let id = engine
+            .propose(command)
+            .map_err(|e| failure(self.now, FailureKind::Safety, e.to_string()))?;
+        self.process(n)?;
+        Ok(id)
+    }
+
+    /// Ends a scripted run: heals everything, then requires recovery,
+    /// identical replicas and a linearizable history, as a random run does.
+    pub fn finish(mut self) -> Result<SimReport, SimFailure> {
+        self.cfg.fault_ms = self.now;
+        self.run()
     }
 
     fn handle(&mut self, event: Event) -> Step {
@@ -505,7 +607,8 @@ impl Sim {
             .map_err(|v| self.fail(FailureKind::Safety, v))?;
         // A leader that dies while still bringing followers up to date is
         // the schedule of the paper's figure 8: aim faults at it.
-        if new_leader && self.healed_at.is_none() && self.rng.chance(250) {
+        if new_leader && self.cfg.random_faults && self.healed_at.is_none() && self.rng.chance(250)
+        {
             let soon = self.rng.range(1, 20);
             self.schedule(soon, Event::CrashLeader);
         }

@@ -18,6 +18,7 @@ mod invariants;
 mod lin;
 mod mutants;
 mod rng;
+mod scenarios;
 
 use cluster::{Sim, SimConfig, SimFailure, SimReport};
 
