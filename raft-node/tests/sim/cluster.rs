@@ -872,7 +872,6 @@ impl Sim {
     /// state machines must then be identical.
     fn converge(&mut self) -> Step {
         self.clients.iter_mut().for_each(|c| c.current = None);
-        let deadline = self.now + RECOVERY_BOUND_MS;
         // Everything in the leader's log will commit once all nodes talk.
         let target = self
             .nodes
@@ -882,6 +881,19 @@ impl Sim {
             .max_by_key(|e| e.term())
             .map(|e| e.last_log_id().index)
             .unwrap_or_default();
+        // A replica far behind catches up one message per round trip (a
+        // network delay, a flush and the answer, at most about 60 ms here),
+        // and a message holds `max_append_entries` entries with
+        // `max_inflight` messages in flight: the bound grows with the lag.
+        let behind = self
+            .nodes
+            .iter()
+            .map(|n| target.0.saturating_sub(n.sm.last_applied().index.0))
+            .max()
+            .unwrap_or(0);
+        let config = self.cfg.engine_config();
+        let per_round_trip = (config.max_append_entries * config.max_inflight) as u64;
+        let deadline = self.now + RECOVERY_BOUND_MS + behind * 60 / per_round_trip;
         while let Some(s) = self.queue.pop() {
             self.now = s.at;
             if matches!(
