@@ -230,7 +230,7 @@ impl Sim {
         let mut rng = SimRng::new(cfg.seed);
         let ids: Vec<NodeId> = (1..=cfg.nodes as u64).map(NodeId).collect();
         let mut nodes = Vec::new();
-        for (i, &id) in ids.iter().enumerate() {
+        for &id in &ids {
             let rate = rng.range(800, 1250);
             let disk_latency = rng.pick(&[1, 4, 15, 40]);
             let mut node = Node {
@@ -247,9 +247,9 @@ impl Sim {
                 pending: BTreeMap::new(),
                 incarnation: 0,
             };
-            node.engine = Some(Self::make_engine(&cfg, &ids, &node, 0));
+            let durable = Self::durable_entries(&node);
+            node.engine = Some(Self::make_engine(&cfg, &ids, &node, 0, durable));
             nodes.push(node);
-            let _ = i;
         }
         let clients = (0..cfg.clients)
             .map(|c| Client {
@@ -294,8 +294,8 @@ impl Sim {
         self.nodes.iter().map(|n| n.id).collect()
     }
 
-    fn make_engine(cfg: &SimConfig, voters: &[NodeId], node: &Node, now: u64) -> Engine {
-        let hard_state = node.store.hard_state(GROUP).expect("mem store reads");
+    /// Node `n`'s durable log, as a restarted engine reads it back.
+    fn durable_entries(node: &Node) -> (LogId, Vec<raft_api::Entry>) {
         let state = node.store.log_state(GROUP).expect("mem store reads");
         let entries = if state.last.index > state.compacted.index {
             node.store
@@ -308,6 +308,16 @@ impl Sim {
         } else {
             Vec::new()
         };
+        (state.compacted, entries)
+    }
+
+    fn make_engine(
+        cfg: &SimConfig,
+        voters: &[NodeId],
+        node: &Node,
+        now: u64,
+        (compacted, entries): (LogId, Vec<raft_api::Entry>),
+    ) -> Engine {
         Engine::new(EngineInit {
             id: node.id,
             group: GROUP,
@@ -315,8 +325,8 @@ impl Sim {
             config: cfg.engine_config(),
             seed: cfg.seed ^ node.id.0.wrapping_mul(0x9E37) ^ (node.incarnation << 40),
             now: node.local_time(now),
-            hard_state,
-            compacted: state.compacted,
+            hard_state: node.store.hard_state(GROUP).expect("mem store reads"),
+            compacted,
             entries,
             applied: LogIndex(0),
         })
@@ -710,15 +720,14 @@ impl Sim {
         let voters = self.voters();
         let node = &mut self.nodes[n];
         node.incarnation += 1;
-        let engine = Self::make_engine(&self.cfg, &voters, node, self.now);
-        let state = node.store.log_state(GROUP).expect("mem store reads");
-        let entries = if state.last.index > state.compacted.index {
-            node.store
-                .entries(GROUP, LogIndex(1)..state.last.index.next(), usize::MAX)
-                .expect("mem store reads")
-        } else {
-            Vec::new()
-        };
+        let (compacted, entries) = Self::durable_entries(node);
+        let engine = Self::make_engine(
+            &self.cfg,
+            &voters,
+            node,
+            self.now,
+            (compacted, entries.clone()),
+        );
         let id = node.id;
         self.inv.restarted(id);
         self.nodes[n].mirror = self
