@@ -209,7 +209,9 @@ impl Engine {
         voters.dedup();
         let log = RaftLog::new(init.compacted, init.entries);
         let last = log.last_index();
-        let commit = init.hard_state.commit.min(last);
+        // Whatever the state machine applied was committed, even if the
+        // commit index on disk lags behind it.
+        let commit = init.hard_state.commit.max(init.applied).min(last);
         let mut engine = Self {
             id: init.id,
             group: init.group,

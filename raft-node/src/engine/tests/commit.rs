@@ -149,6 +149,20 @@ fn restart_reapplies_up_to_durable_commit() {
     assert_eq!(e.take_actions(), vec![Action::Apply(vec![ent(2, 3)])]);
 }
 
+/// A state machine that applied past the commit index on disk (the commit
+/// index is written lazily) is not handed those entries again: what was
+/// applied was committed.
+#[test]
+fn restart_trusts_applied_index_ahead_of_durable_commit() {
+    let mut e = engine(2, &[1, 2, 3], |i| {
+        stored(&[1, 1, 2, 2], 2, Some(1), 1)(i);
+        i.applied = LogIndex(3);
+    });
+    assert_eq!(e.take_actions(), vec![]);
+    assert_eq!(e.commit_index(), LogIndex(3));
+    assert_eq!(e.applied_index(), LogIndex(3));
+}
+
 /// A commit index beyond the durable log (entries lost) is capped at the
 /// last entry held.
 #[test]
