@@ -12,11 +12,7 @@ impl Engine {
     pub(super) fn tick_leader(&mut self) {
         if self.config.check_quorum && self.now >= self.quorum_check_at {
             self.quorum_check_at = self.now + self.config.election_timeout_min_ms;
-            let active = 1 + self
-                .progress
-                .iter()
-                .filter(|(peer, p)| self.voters.contains(peer) && p.recent_active)
-                .count();
+            let active = 1 + self.progress.values().filter(|p| p.recent_active).count();
             for p in self.progress.values_mut() {
                 p.recent_active = false;
             }
@@ -116,29 +112,22 @@ impl Engine {
         self.reset_election_deadline();
 
         // Entries up to the commit index are committed, hence already here
-        // and identical: skip them rather than re-check them.
+        // and identical: skip them rather than re-check them. (Entries are
+        // contiguous after `prev`; `step` refused any that are not.)
         let mut prev = req.prev;
         let mut entries = req.entries;
-        if prev.index < self.commit {
-            let skip = entries
-                .iter()
-                .take_while(|e| e.id.index <= self.commit)
-                .count();
-            if let Some(last_skipped) = skip.checked_sub(1).map(|i| entries[i].id) {
-                prev = last_skipped;
-            } else if entries.is_empty() {
-                // Nothing new: acknowledge what the request covered.
-                let matched = req.prev.index;
-                self.ack_append(from, matched);
-                return;
-            }
+        let skip = entries
+            .iter()
+            .take_while(|e| e.id.index <= self.commit)
+            .count();
+        if skip > 0 {
+            prev = entries[skip - 1].id;
             entries.drain(..skip);
-            if prev.index < self.commit {
-                // Still entirely below our commit index.
-                let matched = prev.index;
-                self.ack_append(from, matched);
-                return;
-            }
+        }
+        if prev.index < self.commit {
+            // Nothing past our commit index: acknowledge what was covered.
+            self.ack_append(from, prev.index);
+            return;
         }
 
         if !self.log.matches(prev) {

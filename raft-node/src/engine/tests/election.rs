@@ -103,6 +103,17 @@ fn s9_6_pre_vote_refusal_with_newer_term_is_adopted() {
     assert_eq!(e.term(), Term(5));
 }
 
+/// What node 1 of `[1, 2, 3]` emits on winning term 1 with an empty log:
+/// it stages the blank entry and probes both peers with it.
+fn leader_start_of_node_1(blank: Entry) -> Vec<Action> {
+    let probe = append(lid(0, 0), vec![blank.clone()], 0);
+    vec![
+        Action::AppendLog(vec![blank]),
+        send(1, 2, 1, probe.clone()),
+        send(1, 3, 1, probe),
+    ]
+}
+
 /// §5.2: a candidate wins with a quorum of votes, but its own vote counts
 /// only once it is durable: grants alone do not make it leader. As leader it
 /// appends a blank entry of its term (§8) and probes every peer with it.
@@ -121,15 +132,7 @@ fn s5_2_candidate_leads_after_quorum_and_durable_own_vote() {
     let blank = entry_at(&e, 1);
     assert_eq!(blank.id, lid(1, 1));
     assert_eq!(blank.payload, Payload::Blank);
-    let probe = append(lid(0, 0), vec![blank.clone()], 0);
-    assert_eq!(
-        e.take_actions(),
-        vec![
-            Action::AppendLog(vec![blank]),
-            send(1, 2, 1, probe.clone()),
-            send(1, 3, 1, probe),
-        ]
-    );
+    assert_eq!(e.take_actions(), leader_start_of_node_1(blank));
 }
 
 /// §5.2: the same rule in the other order: a durable own vote plus one
@@ -145,15 +148,7 @@ fn s5_2_candidate_with_durable_vote_leads_on_first_grant() {
     step(&mut e, env(3, 1, 1, vote_resp(true)));
     assert_eq!(e.role(), Role::Leader);
     let blank = entry_at(&e, 1);
-    let probe = append(lid(0, 0), vec![blank.clone()], 0);
-    assert_eq!(
-        e.take_actions(),
-        vec![
-            Action::AppendLog(vec![blank]),
-            send(1, 2, 1, probe.clone()),
-            send(1, 3, 1, probe),
-        ]
-    );
+    assert_eq!(e.take_actions(), leader_start_of_node_1(blank));
 }
 
 /// §5.2: a candidate refused by a quorum becomes a follower in its term,
