@@ -35,6 +35,26 @@ pub struct Config {
     /// steps down, and followers refuse votes while they hear from a live
     /// leader (leader stickiness). Default true.
     pub check_quorum: bool,
+    /// Build a snapshot once this many entries were applied since the last
+    /// one, then compact the log up to it (minus `snapshot_trailing`). 0
+    /// turns automatic snapshots off (the application may still trigger
+    /// them). Default 10000.
+    pub snapshot_threshold: u64,
+    /// Entries kept in the log behind the snapshot when compacting, so a
+    /// follower a little behind still catches up from the log instead of a
+    /// whole snapshot. Default 1000.
+    pub snapshot_trailing: u64,
+    /// Largest data chunk of a snapshot sent in one message. Default 1 MiB.
+    pub snapshot_chunk_bytes: usize,
+    /// A learner is promoted to voter only when it lags the leader's last
+    /// entry by at most this many entries, so a promotion never stalls
+    /// commits while the new voter catches up. Default 1000.
+    pub max_promote_lag: u64,
+    /// Lease reads (with `check_quorum`): a leader serves reads without a
+    /// quorum round for `election_timeout_min_ms - lease_clock_drift_ms`
+    /// after sending a round a quorum answered. The margin must cover how
+    /// far clocks of the nodes can drift apart over that time. Default 100.
+    pub lease_clock_drift_ms: u64,
 }
 
 impl Default for Config {
@@ -48,6 +68,11 @@ impl Default for Config {
             max_inflight: 64,
             pre_vote: true,
             check_quorum: true,
+            snapshot_threshold: 10_000,
+            snapshot_trailing: 1_000,
+            snapshot_chunk_bytes: 1024 * 1024,
+            max_promote_lag: 1_000,
+            lease_clock_drift_ms: 100,
         }
     }
 }
@@ -147,6 +172,28 @@ impl Config {
                 "set it to at least 1 (default 64)",
             ));
         }
+        if self.snapshot_chunk_bytes == 0 {
+            return Err(ConfigError::new(
+                "snapshot_chunk_bytes",
+                "is 0, so no snapshot could ever be sent",
+                "set it to at least 1 (default 1048576)",
+            ));
+        }
+        if self.lease_clock_drift_ms >= self.election_timeout_min_ms {
+            return Err(ConfigError::new(
+                "lease_clock_drift_ms",
+                format!(
+                    "({}) is not below election_timeout_min_ms ({}), so a lease would never \
+                     last",
+                    self.lease_clock_drift_ms, self.election_timeout_min_ms
+                ),
+                format!(
+                    "set it to the clock drift the nodes can have over one election timeout, \
+                     for example {}",
+                    self.election_timeout_min_ms / 3
+                ),
+            ));
+        }
         Ok(())
     }
 }
@@ -187,6 +234,14 @@ mod tests {
         assert_eq!(field_of(|c| c.max_append_entries = 0), "max_append_entries");
         assert_eq!(field_of(|c| c.max_append_bytes = 0), "max_append_bytes");
         assert_eq!(field_of(|c| c.max_inflight = 0), "max_inflight");
+        assert_eq!(
+            field_of(|c| c.snapshot_chunk_bytes = 0),
+            "snapshot_chunk_bytes"
+        );
+        assert_eq!(
+            field_of(|c| c.lease_clock_drift_ms = 300),
+            "lease_clock_drift_ms"
+        );
     }
 
     #[test]

@@ -14,6 +14,8 @@
 //! - [`transport`] and [`discovery`]: how batches of envelopes move between
 //!   nodes and how nodes find each other;
 //! - [`config`]: [`Config`] with documented defaults and [`Config::validate`];
+//! - [`membership`]: voters, learners and joint configurations
+//!   ([`Membership`]), and snapshot metadata;
 //! - [`hlc`]: a hybrid logical clock ([`Hlc`], [`HlcClock`]) whose timestamps
 //!   are carried by log entries.
 //!
@@ -33,6 +35,7 @@ pub mod config;
 pub mod discovery;
 pub mod error;
 pub mod hlc;
+pub mod membership;
 pub mod message;
 pub mod storage;
 pub mod transport;
@@ -42,9 +45,11 @@ pub use config::{Config, ConfigError};
 pub use discovery::{Discovery, Peer, PeerChange};
 pub use error::{DiscoveryError, StorageError, TransportError};
 pub use hlc::{Hlc, HlcClock};
+pub use membership::{Membership, MembershipError, Snapshot, SnapshotMeta};
 pub use message::{
     AppendRequest, AppendResponse, ConflictHint, Envelope, HeartbeatRequest, HeartbeatResponse,
-    Message, VoteRequest, VoteResponse,
+    Message, ReadIndexRequest, ReadIndexResponse, SnapshotChunk, SnapshotResponse, VoteRequest,
+    VoteResponse,
 };
 pub use storage::{LogState, LogStore, StateMachine};
 pub use transport::{Inbox, Transport};

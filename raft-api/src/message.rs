@@ -8,6 +8,9 @@
 
 use serde::{Deserialize, Serialize};
 
+use bytes::Bytes;
+
+use crate::membership::SnapshotMeta;
 use crate::types::{Entry, GroupId, LogId, LogIndex, NodeId, Term};
 
 /// A message addressed to one member of one Raft group.
@@ -48,6 +51,20 @@ pub enum Message {
     /// Answer to a [`Message::Heartbeat`]; tells the leader the follower is
     /// alive (check-quorum) and lets it resume replication.
     HeartbeatResp(HeartbeatResponse),
+    /// One chunk of a snapshot, for a follower whose next entry the leader
+    /// has compacted away (InstallSnapshot, §7).
+    Snapshot(SnapshotChunk),
+    /// Answer to a [`Message::Snapshot`] chunk.
+    SnapshotResp(SnapshotResponse),
+    /// Leader transfer (thesis §3.10): the leader tells an up-to-date voter
+    /// to start an election at once, without pre-vote and past leader
+    /// stickiness.
+    TimeoutNow,
+    /// A follower asks the leader for a read index, to serve a linearizable
+    /// read locally (thesis §6.4).
+    ReadIndex(ReadIndexRequest),
+    /// Answer to a [`Message::ReadIndex`].
+    ReadIndexResp(ReadIndexResponse),
 }
 
 impl Message {
@@ -62,6 +79,11 @@ impl Message {
             Message::AppendResp(_) => "AppendResp",
             Message::Heartbeat(_) => "Heartbeat",
             Message::HeartbeatResp(_) => "HeartbeatResp",
+            Message::Snapshot(_) => "Snapshot",
+            Message::SnapshotResp(_) => "SnapshotResp",
+            Message::TimeoutNow => "TimeoutNow",
+            Message::ReadIndex(_) => "ReadIndex",
+            Message::ReadIndexResp(_) => "ReadIndexResp",
         }
     }
 }
@@ -72,6 +94,10 @@ pub struct VoteRequest {
     /// Term and index of the candidate's last log entry, for the election
     /// restriction (§5.4.1).
     pub last_log: LogId,
+    /// Set in an election started by [`Message::TimeoutNow`]: the leader
+    /// itself asked for it, so voters grant it even while they still hear
+    /// from that leader (leader stickiness does not apply).
+    pub transfer: bool,
 }
 
 /// Body of a vote or pre-vote response.
@@ -131,8 +157,62 @@ pub struct HeartbeatRequest {
     /// The leader's commit index, capped at what the receiver is known to
     /// hold (its match index), so the receiver may commit up to it.
     pub commit: LogIndex,
+    /// Round number, increasing within the leader's term. A quorum of
+    /// answers to round `n` proves the sender was still leader when it sent
+    /// round `n` (confirms read indexes, starts a lease).
+    pub round: u64,
 }
 
 /// Body of a heartbeat response.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
-pub struct HeartbeatResponse {}
+pub struct HeartbeatResponse {
+    /// The round of the heartbeat answered (0 when answering a message of
+    /// an older term).
+    pub round: u64,
+}
+
+/// Body of a snapshot chunk. A snapshot is sent as consecutive chunks, one
+/// in flight at a time; the receiver answers each with how much of it it
+/// holds, so a lost chunk or a new leader resumes where the data stopped.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct SnapshotChunk {
+    /// What the snapshot covers.
+    pub meta: SnapshotMeta,
+    /// Size of the whole image in bytes.
+    pub total: u64,
+    /// Position of `data` in the image.
+    pub offset: u64,
+    /// The bytes at `offset`.
+    pub data: Bytes,
+}
+
+/// Body of a snapshot chunk answer.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct SnapshotResponse {
+    /// The snapshot answered (its last entry).
+    pub last: LogId,
+    /// Bytes of the image the receiver holds contiguously from the start:
+    /// where the next chunk must begin. Equal to the image size once the
+    /// snapshot is installed and durable.
+    pub received: u64,
+    /// Whether the snapshot is installed and durable, so the sender may
+    /// continue with log entries after `last`.
+    pub installed: bool,
+}
+
+/// Body of a read index request.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ReadIndexRequest {
+    /// Chosen by the follower to match the answer to its read.
+    pub id: u64,
+}
+
+/// Body of a read index answer.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ReadIndexResponse {
+    /// The request answered.
+    pub id: u64,
+    /// The index the follower must apply before serving the read; `None`
+    /// when the leader could not confirm its leadership.
+    pub index: Option<LogIndex>,
+}

@@ -6,6 +6,7 @@ use std::ops::Range;
 use bytes::Bytes;
 
 use crate::error::StorageError;
+use crate::membership::Snapshot;
 use crate::types::{Entry, GroupId, HardState, LogId, LogIndex};
 
 /// Where a group's log starts and ends.
@@ -58,9 +59,19 @@ pub trait LogStore: Send + 'static {
     /// Stages removal of every entry at `from` and after.
     fn truncate(&mut self, group: GroupId, from: LogIndex) -> Result<(), StorageError>;
 
-    /// Stages removal of every entry up to and including `upto`, which must
-    /// be stored; afterwards [`LogState::compacted`] is that entry.
-    fn compact(&mut self, group: GroupId, upto: LogIndex) -> Result<(), StorageError>;
+    /// Stages removal of every entry up to and including `upto.index`;
+    /// afterwards [`LogState::compacted`] is `upto`. When the log ends before
+    /// `upto` (a follower installing a snapshot past its log), every entry is
+    /// removed and the log continues right after `upto`. Compacting to a
+    /// point at or before the current one does nothing.
+    fn compact(&mut self, group: GroupId, upto: LogId) -> Result<(), StorageError>;
+
+    /// Stages `snapshot` as the group's latest snapshot, replacing the
+    /// previous one.
+    fn save_snapshot(&mut self, group: GroupId, snapshot: &Snapshot) -> Result<(), StorageError>;
+
+    /// The group's latest snapshot, if it has one.
+    fn snapshot(&self, group: GroupId) -> Result<Option<Snapshot>, StorageError>;
 
     /// Makes everything staged so far durable, for all groups at once.
     fn flush(&mut self) -> impl Future<Output = Result<(), StorageError>> + Send;

@@ -6,6 +6,7 @@ use bytes::Bytes;
 use serde::{Deserialize, Serialize};
 
 use crate::hlc::Hlc;
+use crate::membership::Membership;
 
 macro_rules! id_newtype {
     ($(#[$meta:meta])* $name:ident, $prefix:literal) => {
@@ -100,6 +101,9 @@ pub enum Payload {
     Blank,
     /// An application command, opaque to Raft.
     Command(Bytes),
+    /// A new membership of the group; in effect from the moment it is
+    /// appended to a log.
+    Membership(Membership),
 }
 
 impl Payload {
@@ -108,6 +112,7 @@ impl Payload {
         match self {
             Payload::Blank => 0,
             Payload::Command(data) => data.len(),
+            Payload::Membership(m) => 8 * (m.voters.len() + m.outgoing.len() + m.learners.len()),
         }
     }
 }

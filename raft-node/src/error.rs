@@ -1,6 +1,6 @@
 //! Errors returned by the engine's inputs.
 
-use raft_api::{GroupId, NodeId};
+use raft_api::{GroupId, MembershipError, NodeId};
 
 /// A proposal the engine could not accept.
 #[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
@@ -13,6 +13,105 @@ pub enum ProposeError {
         /// The current leader, when known.
         leader: Option<NodeId>,
     },
+    /// The leader is handing leadership over to `target` and accepts no
+    /// proposal until that finishes or is abandoned (after an election
+    /// timeout); retry on the new leader.
+    #[error("leadership is being transferred to {target}")]
+    TransferInProgress {
+        /// The node taking over.
+        target: NodeId,
+    },
+}
+
+/// A membership change the engine could not accept.
+#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
+pub enum ChangeError {
+    /// Only the leader changes membership.
+    #[error("not the leader; leader is {leader:?}")]
+    NotLeader {
+        /// The current leader, when known.
+        leader: Option<NodeId>,
+    },
+    /// Another change has not finished (committed, and left the joint
+    /// configuration); one change is in flight at a time.
+    #[error("another membership change is still in progress")]
+    InProgress,
+    /// A new leader must commit an entry of its own term before it may
+    /// change membership; retry shortly.
+    #[error("the leader has not yet committed an entry of its term; retry shortly")]
+    NotReady,
+    /// Leadership is being transferred.
+    #[error("leadership is being transferred to {target}")]
+    TransferInProgress {
+        /// The node taking over.
+        target: NodeId,
+    },
+    /// The node is already a member (voter or learner).
+    #[error("{0} is already a member")]
+    AlreadyMember(NodeId),
+    /// The node is not a member.
+    #[error("{0} is not a member")]
+    NotMember(NodeId),
+    /// Only learners are promoted; add the node as a learner first so it
+    /// catches up before it votes.
+    #[error("{0} is not a learner; add it as a learner first")]
+    NotLearner(NodeId),
+    /// The learner is too far behind to vote without stalling commits.
+    #[error(
+        "learner {node} lags {lag} entries behind (at most {max} allowed); retry once it caught up"
+    )]
+    LearnerBehind {
+        /// The learner.
+        node: NodeId,
+        /// How many entries it lacks.
+        lag: u64,
+        /// The configured maximum (`max_promote_lag`).
+        max: u64,
+    },
+    /// The resulting membership cannot work.
+    #[error(transparent)]
+    Invalid(#[from] MembershipError),
+}
+
+/// A leader transfer the engine could not start.
+#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
+pub enum TransferError {
+    /// Only the leader transfers leadership.
+    #[error("not the leader; leader is {leader:?}")]
+    NotLeader {
+        /// The current leader, when known.
+        leader: Option<NodeId>,
+    },
+    /// A transfer is already under way.
+    #[error("leadership is already being transferred to {target}")]
+    InProgress {
+        /// The node taking over.
+        target: NodeId,
+    },
+    /// The target is not a voter of the current configuration.
+    #[error("{0} is not a voter")]
+    NotVoter(NodeId),
+    /// There is no other voter to hand leadership to.
+    #[error("no other voter to transfer leadership to")]
+    NoTarget,
+}
+
+/// Why a read cannot be served.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
+pub enum ReadError {
+    /// No leader is known to confirm the read; `leader` is a hint when one
+    /// is known but unusable.
+    #[error("no leader to confirm the read; leader is {leader:?}")]
+    NotLeader {
+        /// The current leader, when known.
+        leader: Option<NodeId>,
+    },
+    /// Leadership changed before the read was confirmed; retry.
+    #[error("leadership changed before the read was confirmed")]
+    LeadershipLost,
 }
 
 /// A message the engine refused to look at.
@@ -35,9 +134,9 @@ pub enum StepError {
         /// The message's recipient.
         got: NodeId,
     },
-    /// The sender is not a member of the group.
-    #[error("message from {0}, which is not a member of the group")]
-    UnknownSender(NodeId),
+    /// The message claims to come from this very node.
+    #[error("message from {0}, which is this node")]
+    FromSelf(NodeId),
     /// The message breaks the protocol's rules (for example an append whose
     /// entries are not contiguous); it was dropped.
     #[error("malformed {kind} from {from}: {detail}")]

@@ -8,5 +8,5 @@
 pub mod engine;
 pub mod error;
 
-pub use engine::{Action, Engine, EngineInit, Role};
-pub use error::{ProposeError, StepError};
+pub use engine::{Action, Engine, EngineInit, MembershipChange, ReadMode, Role};
+pub use error::{ChangeError, ProposeError, ReadError, StepError, TransferError};

@@ -2,9 +2,10 @@
 //! benchmarks and the deterministic simulator.
 //!
 //! - [`MemLogStore`]: a [`LogStore`](raft_api::LogStore) for every group of
-//!   a node that keeps staged and durable writes apart, so a simulated crash
-//!   ([`MemLogStore::crash`]) loses exactly what was not flushed. It can also
-//!   fail writes on purpose ([`MemLogStore::fail_writes`]).
+//!   a node (hard state, log and latest snapshot) that keeps staged and
+//!   durable writes apart, so a simulated crash ([`MemLogStore::crash`])
+//!   loses exactly what was not flushed. It can also fail writes on purpose
+//!   ([`MemLogStore::fail_writes`]).
 //! - [`KvStateMachine`]: a key-value [`StateMachine`](raft_api::StateMachine)
 //!   with put, get, delete and compare-and-set ([`KvCommand`],
 //!   [`KvResponse`]), snapshots, and a deterministic

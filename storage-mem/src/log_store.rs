@@ -5,7 +5,9 @@ use std::collections::{BTreeMap, VecDeque};
 use std::future::{Future, ready};
 use std::ops::Range;
 
-use raft_api::{Entry, GroupId, HardState, LogId, LogIndex, LogState, LogStore, StorageError};
+use raft_api::{
+    Entry, GroupId, HardState, LogId, LogIndex, LogState, LogStore, Snapshot, StorageError,
+};
 
 /// Text of the error every write returns while [`MemLogStore::fail_writes`]
 /// is on.
@@ -19,6 +21,8 @@ struct GroupLog {
     compacted: LogId,
     /// Entries `compacted.index + 1 ..= last`, contiguous.
     entries: VecDeque<Entry>,
+    /// The latest saved snapshot.
+    snapshot: Option<Snapshot>,
 }
 
 impl GroupLog {
@@ -33,14 +37,6 @@ impl GroupLog {
         (index.0 - self.compacted.index.0 - 1) as usize
     }
 
-    /// The stored entry with `index`, if any.
-    fn get(&self, index: LogIndex) -> Option<&Entry> {
-        if index <= self.compacted.index {
-            return None;
-        }
-        self.entries.get(self.offset(index))
-    }
-
     /// Applies a mutation that was validated against this very state (or a
     /// state it is a replay of), so it cannot fail.
     fn apply(&mut self, mutation: Mutation) {
@@ -52,10 +48,15 @@ impl GroupLog {
                 self.entries.truncate(keep);
             }
             Mutation::Compact(upto) => {
-                let removed = (upto.index.0 - self.compacted.index.0) as usize;
+                // Validated: `upto` is past the compaction point. When it is
+                // also past the last entry, everything goes.
+                let len = self.entries.len();
+                let removed = usize::try_from(upto.index.0 - self.compacted.index.0)
+                    .map_or(len, |n| n.min(len));
                 self.entries.drain(..removed);
                 self.compacted = upto;
             }
+            Mutation::Snapshot(snapshot) => self.snapshot = Some(snapshot),
         }
     }
 }
@@ -67,9 +68,12 @@ enum Mutation {
     Append(Vec<Entry>),
     /// Remove entries at this index and after (only staged when some exist).
     Truncate(LogIndex),
-    /// Remove entries up to and including this one (only staged when some
-    /// exist).
+    /// Remove entries up to and including this index (all of them when the
+    /// log ends before it) and make this the compaction point (only staged
+    /// when past the current one).
     Compact(LogId),
+    /// Replace the group's snapshot.
+    Snapshot(Snapshot),
 }
 
 /// An in-memory [`LogStore`] for every group of a node, with explicit
@@ -77,10 +81,13 @@ enum Mutation {
 ///
 /// Writes ([`save_hard_state`](LogStore::save_hard_state),
 /// [`append`](LogStore::append), [`truncate`](LogStore::truncate),
-/// [`compact`](LogStore::compact)) are staged: reads see them at once, but
+/// [`compact`](LogStore::compact), [`save_snapshot`](LogStore::save_snapshot))
+/// are staged: reads see them at once, but
 /// only [`flush`](LogStore::flush) makes them durable, and
 /// [`crash`](Self::crash) throws away everything staged since the last
 /// successful flush.
+///
+/// Snapshots are kept whole (metadata and image), one per group.
 ///
 /// Internally the store keeps the current view (durable plus staged), the
 /// durable copy and the list of staged writes. A flush replays the staged
@@ -277,26 +284,32 @@ impl LogStore for MemLogStore {
         Ok(())
     }
 
-    /// Stages removal of entries up to and including `upto`. Already
-    /// compacted indexes change nothing; an index past the last one is a
-    /// [`StorageError::Unavailable`] error.
-    fn compact(&mut self, group: GroupId, upto: LogIndex) -> Result<(), StorageError> {
+    /// Stages removal of entries up to and including `upto.index` and makes
+    /// `upto` the compaction point, term included (it is taken from the
+    /// argument, not checked against a stored entry: a caller whose log
+    /// conflicts with `upto` truncates first). When the log ends before
+    /// `upto.index` every entry goes and the next append must start at
+    /// `upto.index + 1`. An index at or before the current compaction point
+    /// changes nothing.
+    fn compact(&mut self, group: GroupId, upto: LogId) -> Result<(), StorageError> {
         self.check_writable()?;
-        let state = self.state_of(group);
-        if upto <= state.compacted.index {
+        if upto.index <= self.state_of(group).compacted.index {
             return Ok(());
         }
-        let entry = self.view.get(&group).and_then(|log| log.get(upto));
-        let Some(entry) = entry else {
-            return Err(StorageError::Unavailable {
-                group,
-                last: state.last.index,
-                asked: upto,
-            });
-        };
-        let id = entry.id;
-        self.stage(group, Mutation::Compact(id));
+        self.stage(group, Mutation::Compact(upto));
         Ok(())
+    }
+
+    /// Stages `snapshot` as the group's snapshot, replacing any previous one
+    /// (whatever either covers); nothing else of the group changes.
+    fn save_snapshot(&mut self, group: GroupId, snapshot: &Snapshot) -> Result<(), StorageError> {
+        self.check_writable()?;
+        self.stage(group, Mutation::Snapshot(snapshot.clone()));
+        Ok(())
+    }
+
+    fn snapshot(&self, group: GroupId) -> Result<Option<Snapshot>, StorageError> {
+        Ok(self.view.get(&group).and_then(|log| log.snapshot.clone()))
     }
 
     fn flush(&mut self) -> impl Future<Output = Result<(), StorageError>> + Send {
@@ -313,7 +326,7 @@ impl LogStore for MemLogStore {
 #[cfg(test)]
 mod tests {
     use bytes::Bytes;
-    use raft_api::{Hlc, NodeId, Payload, Term};
+    use raft_api::{Hlc, Membership, NodeId, Payload, SnapshotMeta, Term};
 
     use super::*;
     use crate::test_util::block_on;
@@ -354,6 +367,30 @@ mod tests {
                 usize::MAX,
             )
             .unwrap()
+    }
+
+    /// The id of the entry at `index`, which is stored or the compaction
+    /// point.
+    fn id_at(store: &MemLogStore, group: GroupId, index: LogIndex) -> LogId {
+        let state = store.log_state(group).unwrap();
+        if index == state.compacted.index {
+            return state.compacted;
+        }
+        store
+            .entries(group, index..index.next(), usize::MAX)
+            .unwrap()[0]
+            .id
+    }
+
+    /// A snapshot as of `id(term, index)` of a three-voter group.
+    fn snap(term: u64, index: u64, data: &'static [u8]) -> Snapshot {
+        Snapshot {
+            meta: SnapshotMeta {
+                last: id(term, index),
+                membership: Membership::new([1, 2, 3].map(NodeId)),
+            },
+            data: Bytes::from_static(data),
+        }
     }
 
     fn flush(store: &mut MemLogStore) -> Result<(), StorageError> {
@@ -447,7 +484,7 @@ mod tests {
     fn append_after_compacting_everything() {
         let mut store = MemLogStore::new();
         store.append(G, &run(1, 1, 3)).unwrap();
-        store.compact(G, LogIndex(3)).unwrap();
+        store.compact(G, id(1, 3)).unwrap();
         assert_eq!(
             store.log_state(G).unwrap(),
             LogState {
@@ -476,7 +513,7 @@ mod tests {
     fn truncate_everything_leaves_compacted_as_last() {
         let mut store = MemLogStore::new();
         store.append(G, &run(1, 1, 5)).unwrap();
-        store.compact(G, LogIndex(2)).unwrap();
+        store.compact(G, id(1, 2)).unwrap();
         store.truncate(G, LogIndex(3)).unwrap();
         assert_eq!(
             store.log_state(G).unwrap(),
@@ -502,7 +539,7 @@ mod tests {
     fn truncate_into_compacted_part_is_an_error() {
         let mut store = MemLogStore::new();
         store.append(G, &run(1, 1, 5)).unwrap();
-        store.compact(G, LogIndex(2)).unwrap();
+        store.compact(G, id(1, 2)).unwrap();
         for from in [0, 1, 2] {
             let err = store.truncate(G, LogIndex(from)).unwrap_err();
             assert!(matches!(
@@ -523,7 +560,7 @@ mod tests {
         let mut store = MemLogStore::new();
         store.append(G, &run(1, 1, 2)).unwrap();
         store.append(G, &run(2, 3, 5)).unwrap();
-        store.compact(G, LogIndex(3)).unwrap();
+        store.compact(G, id(2, 3)).unwrap();
         assert_eq!(
             store.log_state(G).unwrap(),
             LogState {
@@ -538,46 +575,164 @@ mod tests {
     fn compact_already_compacted_is_a_no_op() {
         let mut store = MemLogStore::new();
         store.append(G, &run(1, 1, 5)).unwrap();
-        store.compact(G, LogIndex(3)).unwrap();
+        store.compact(G, id(1, 3)).unwrap();
         flush(&mut store).unwrap();
-        store.compact(G, LogIndex(3)).unwrap();
-        store.compact(G, LogIndex(1)).unwrap();
-        store.compact(G, LogIndex(0)).unwrap();
+        store.compact(G, id(1, 3)).unwrap();
+        store.compact(G, id(1, 1)).unwrap();
+        store.compact(G, LogId::default()).unwrap();
+        // Same or lower index with another term: still nothing.
+        store.compact(G, id(9, 3)).unwrap();
+        store.compact(G, id(9, 2)).unwrap();
         assert!(!store.has_unflushed());
-        assert_eq!(store.log_state(G).unwrap().compacted, id(1, 3));
-        // Compacting 0 on an unknown group is also a no-op.
-        store.compact(GroupId(7), LogIndex(0)).unwrap();
+        assert_eq!(
+            store.log_state(G).unwrap(),
+            LogState {
+                compacted: id(1, 3),
+                last: id(1, 5)
+            }
+        );
+        assert_eq!(indexes(&all(&store, G)), [4, 5]);
+        // Compacting to 0 on an unknown group is also a no-op.
+        store.compact(GroupId(7), LogId::default()).unwrap();
         assert_eq!(store.groups().unwrap(), [G]);
+        assert!(!store.has_unflushed());
     }
 
     #[test]
-    fn compact_past_the_end_is_unavailable() {
+    fn compact_at_or_before_a_point_past_the_end_is_a_no_op() {
         let mut store = MemLogStore::new();
         store.append(G, &run(1, 1, 3)).unwrap();
-        let err = store.compact(G, LogIndex(4)).unwrap_err();
-        assert!(matches!(
-            err,
-            StorageError::Unavailable {
-                group: G,
-                last: LogIndex(3),
-                asked: LogIndex(4)
+        store.compact(G, id(2, 10)).unwrap();
+        flush(&mut store).unwrap();
+        store.compact(G, id(2, 10)).unwrap();
+        store.compact(G, id(1, 3)).unwrap();
+        store.compact(G, id(3, 7)).unwrap();
+        assert!(!store.has_unflushed());
+        assert_eq!(
+            store.log_state(G).unwrap(),
+            LogState {
+                compacted: id(2, 10),
+                last: id(2, 10)
             }
-        ));
+        );
+    }
+
+    #[test]
+    fn compact_past_the_end_empties_the_log() {
+        let mut store = MemLogStore::new();
+        store.append(G, &run(1, 1, 3)).unwrap();
+        store.compact(G, id(4, 10)).unwrap();
+        let moved = LogState {
+            compacted: id(4, 10),
+            last: id(4, 10),
+        };
+        assert_eq!(store.log_state(G).unwrap(), moved);
+        assert!(all(&store, G).is_empty());
+        // The old entries are gone, not merely hidden.
         assert!(matches!(
-            store.compact(GroupId(2), LogIndex(1)),
-            Err(StorageError::Unavailable {
-                last: LogIndex(0),
-                ..
+            store.entries(G, LogIndex(3)..LogIndex(4), usize::MAX),
+            Err(StorageError::Compacted {
+                group: G,
+                compacted: LogIndex(10),
+                asked: LogIndex(3)
             })
         ));
-        assert_eq!(store.log_state(G).unwrap().compacted, LogId::default());
+        assert!(matches!(
+            store.truncate(G, LogIndex(10)),
+            Err(StorageError::Compacted { .. })
+        ));
+        // And it is a staged write like the others.
+        flush(&mut store).unwrap();
+        store.crash();
+        assert_eq!(store.log_state(G).unwrap(), moved);
+        assert!(all(&store, G).is_empty());
+    }
+
+    #[test]
+    fn compact_just_past_the_end_of_a_compacted_log() {
+        let mut store = MemLogStore::new();
+        store.append(G, &run(1, 1, 5)).unwrap();
+        store.compact(G, id(1, 2)).unwrap();
+        store.compact(G, id(3, 6)).unwrap();
+        assert_eq!(
+            store.log_state(G).unwrap(),
+            LogState {
+                compacted: id(3, 6),
+                last: id(3, 6)
+            }
+        );
+        assert!(all(&store, G).is_empty());
+    }
+
+    #[test]
+    fn compact_past_the_end_of_an_unknown_group() {
+        let mut store = MemLogStore::new();
+        let g = GroupId(2);
+        store.compact(g, id(2, 5)).unwrap();
+        assert_eq!(store.groups().unwrap(), [g]);
+        assert_eq!(
+            store.log_state(g).unwrap(),
+            LogState {
+                compacted: id(2, 5),
+                last: id(2, 5)
+            }
+        );
+        assert_eq!(store.hard_state(g).unwrap(), HardState::default());
+        store.append(g, &run(2, 6, 6)).unwrap();
+        assert_eq!(indexes(&all(&store, g)), [6]);
+    }
+
+    #[test]
+    fn compacted_term_comes_from_the_argument() {
+        let mut store = MemLogStore::new();
+        store.append(G, &run(1, 1, 5)).unwrap();
+        store.compact(G, id(2, 3)).unwrap();
+        assert_eq!(
+            store.log_state(G).unwrap(),
+            LogState {
+                compacted: id(2, 3),
+                last: id(1, 5)
+            }
+        );
+        assert_eq!(indexes(&all(&store, G)), [4, 5]);
+    }
+
+    #[test]
+    fn append_after_compacting_past_the_end_starts_after_upto() {
+        let mut store = MemLogStore::new();
+        store.append(G, &run(1, 1, 3)).unwrap();
+        store.compact(G, id(4, 10)).unwrap();
+        // Where the old log ended, and a gap after upto: both refused.
+        for start in [4, 10, 12] {
+            assert!(matches!(
+                store.append(G, &run(4, start, start)),
+                Err(StorageError::NotContiguous {
+                    group: G,
+                    last: LogIndex(10),
+                    got
+                }) if got == LogIndex(start)
+            ));
+        }
+        store.append(G, &run(5, 11, 12)).unwrap();
+        assert_eq!(
+            store.log_state(G).unwrap(),
+            LogState {
+                compacted: id(4, 10),
+                last: id(5, 12)
+            }
+        );
+        assert_eq!(indexes(&all(&store, G)), [11, 12]);
+        flush(&mut store).unwrap();
+        store.crash();
+        assert_eq!(indexes(&all(&store, G)), [11, 12]);
+        assert_eq!(store.log_state(G).unwrap().compacted, id(4, 10));
     }
 
     #[test]
     fn entries_range_errors() {
         let mut store = MemLogStore::new();
         store.append(G, &run(1, 1, 5)).unwrap();
-        store.compact(G, LogIndex(2)).unwrap();
+        store.compact(G, id(1, 2)).unwrap();
         let err = store
             .entries(G, LogIndex(2)..LogIndex(4), usize::MAX)
             .unwrap_err();
@@ -669,7 +824,7 @@ mod tests {
         assert_eq!(store.groups().unwrap(), [b, c, a]);
 
         store.truncate(a, LogIndex(3)).unwrap();
-        store.compact(b, LogIndex(1)).unwrap();
+        store.compact(b, id(7, 1)).unwrap();
         assert_eq!(store.log_state(a).unwrap().last, id(1, 2));
         assert_eq!(store.log_state(b).unwrap().compacted, id(7, 1));
         assert_eq!(store.log_state(b).unwrap().last, id(7, 2));
@@ -712,7 +867,7 @@ mod tests {
         let mut store = MemLogStore::new();
         store.save_hard_state(G, hs(1, Some(1), 2)).unwrap();
         store.append(G, &run(1, 1, 6)).unwrap();
-        store.compact(G, LogIndex(1)).unwrap();
+        store.compact(G, id(1, 1)).unwrap();
         flush(&mut store).unwrap();
         let durable_entries = all(&store, G);
         let durable_state = store.log_state(G).unwrap();
@@ -721,7 +876,7 @@ mod tests {
         store.save_hard_state(G, hs(2, None, 4)).unwrap();
         store.truncate(G, LogIndex(5)).unwrap();
         store.append(G, &run(2, 5, 8)).unwrap();
-        store.compact(G, LogIndex(3)).unwrap();
+        store.compact(G, id(1, 3)).unwrap();
         store.append(GroupId(2), &run(1, 1, 1)).unwrap();
         assert_eq!(store.log_state(G).unwrap().last, id(2, 8));
         assert_eq!(store.groups().unwrap(), [G, GroupId(2)]);
@@ -746,7 +901,7 @@ mod tests {
         flush(&mut store).unwrap();
         store.truncate(G, LogIndex(5)).unwrap();
         store.append(G, &run(3, 5, 7)).unwrap();
-        store.compact(G, LogIndex(2)).unwrap();
+        store.compact(G, id(1, 2)).unwrap();
         store.save_hard_state(G, hs(3, Some(9), 2)).unwrap();
         let expected = all(&store, G);
         flush(&mut store).unwrap();
@@ -782,7 +937,17 @@ mod tests {
                     store.truncate(g, LogIndex(last + 2)).unwrap();
                 }
                 if step.is_multiple_of(4) {
-                    store.compact(g, LogIndex(last)).unwrap();
+                    let upto = id_at(&store, g, LogIndex(last));
+                    store.compact(g, upto).unwrap();
+                }
+                if step.is_multiple_of(7) {
+                    // Past the end, as when installing a snapshot.
+                    store.compact(g, id(round, last + 5)).unwrap();
+                }
+                if step.is_multiple_of(5) {
+                    store
+                        .save_snapshot(g, &snap(round, last, b"image"))
+                        .unwrap();
                 }
                 store.save_hard_state(g, hs(round, None, last)).unwrap();
             }
@@ -794,6 +959,7 @@ mod tests {
                             store.hard_state(g).unwrap(),
                             store.log_state(g).unwrap(),
                             all(&store, g),
+                            store.snapshot(g).unwrap(),
                         )
                     })
                     .collect();
@@ -806,6 +972,7 @@ mod tests {
                             store.hard_state(g).unwrap(),
                             store.log_state(g).unwrap(),
                             all(&store, g),
+                            store.snapshot(g).unwrap(),
                         )
                     })
                     .collect();
@@ -828,12 +995,16 @@ mod tests {
         assert!(is_injected(store.append(G, &run(1, 5, 5))));
         assert!(is_injected(store.append(G, &[])));
         assert!(is_injected(store.truncate(G, LogIndex(2))));
-        assert!(is_injected(store.compact(G, LogIndex(2))));
+        assert!(is_injected(store.compact(G, id(1, 2))));
+        assert!(is_injected(store.compact(G, id(1, 9))));
+        assert!(is_injected(store.save_snapshot(G, &snap(1, 2, b"s"))));
         assert!(is_injected(flush(&mut store)));
         // Reads still work and show nothing new; the earlier staged write is
         // still staged, not flushed.
         assert_eq!(store.hard_state(G).unwrap(), hs(1, None, 1));
         assert_eq!(indexes(&all(&store, G)), [1, 2, 3, 4]);
+        assert_eq!(store.log_state(G).unwrap().compacted, LogId::default());
+        assert_eq!(store.snapshot(G).unwrap(), None);
         assert!(store.has_unflushed());
         assert_eq!(store.flushes(), 1);
 
@@ -843,6 +1014,103 @@ mod tests {
         store.crash();
         assert_eq!(store.hard_state(G).unwrap(), hs(1, None, 1));
         assert_eq!(indexes(&all(&store, G)), [1, 2, 3, 4]);
+    }
+
+    #[test]
+    fn injected_failure_keeps_the_previous_snapshot() {
+        let mut store = MemLogStore::new();
+        store.save_snapshot(G, &snap(1, 3, b"old")).unwrap();
+        flush(&mut store).unwrap();
+        store.fail_writes(true);
+        assert!(matches!(
+            store.save_snapshot(G, &snap(2, 5, b"new")),
+            Err(StorageError::Other(ref s)) if s == "injected write failure"
+        ));
+        assert!(matches!(
+            store.save_snapshot(GroupId(4), &snap(2, 5, b"new")),
+            Err(StorageError::Other(_))
+        ));
+        assert!(!store.has_unflushed());
+        assert_eq!(store.snapshot(G).unwrap(), Some(snap(1, 3, b"old")));
+        assert_eq!(store.snapshot(GroupId(4)).unwrap(), None);
+        assert_eq!(store.groups().unwrap(), [G]);
+    }
+
+    #[test]
+    fn snapshot_of_unknown_group_is_none() {
+        let mut store = MemLogStore::new();
+        assert_eq!(store.snapshot(G).unwrap(), None);
+        // Nor does another group's snapshot or log show up.
+        store.save_snapshot(GroupId(2), &snap(1, 1, b"s")).unwrap();
+        store.append(G, &run(1, 1, 2)).unwrap();
+        assert_eq!(store.snapshot(G).unwrap(), None);
+        assert_eq!(store.snapshot(GroupId(3)).unwrap(), None);
+    }
+
+    #[test]
+    fn saved_snapshot_is_visible_before_flush() {
+        let mut store = MemLogStore::new();
+        store.save_snapshot(G, &snap(2, 7, b"image")).unwrap();
+        assert!(store.has_unflushed());
+        assert_eq!(store.snapshot(G).unwrap(), Some(snap(2, 7, b"image")));
+        assert_eq!(store.groups().unwrap(), [G]);
+        // Saving a snapshot touches neither the log nor the hard state.
+        assert_eq!(store.log_state(G).unwrap(), LogState::default());
+        assert_eq!(store.hard_state(G).unwrap(), HardState::default());
+    }
+
+    #[test]
+    fn flushed_snapshot_survives_crash() {
+        let mut store = MemLogStore::new();
+        store.append(G, &run(1, 1, 4)).unwrap();
+        store.save_snapshot(G, &snap(1, 3, b"image")).unwrap();
+        store.compact(G, id(1, 3)).unwrap();
+        flush(&mut store).unwrap();
+        assert!(!store.has_unflushed());
+        store.crash();
+        assert_eq!(store.snapshot(G).unwrap(), Some(snap(1, 3, b"image")));
+        assert_eq!(store.log_state(G).unwrap().compacted, id(1, 3));
+        assert_eq!(indexes(&all(&store, G)), [4]);
+    }
+
+    #[test]
+    fn unflushed_snapshot_is_lost_on_crash() {
+        let mut store = MemLogStore::new();
+        store.save_snapshot(G, &snap(1, 3, b"first")).unwrap();
+        store.crash();
+        assert_eq!(store.snapshot(G).unwrap(), None);
+        assert!(store.groups().unwrap().is_empty());
+
+        // With a flushed one underneath, the crash brings that one back.
+        store.save_snapshot(G, &snap(1, 3, b"first")).unwrap();
+        flush(&mut store).unwrap();
+        store.save_snapshot(G, &snap(2, 8, b"second")).unwrap();
+        assert_eq!(store.snapshot(G).unwrap(), Some(snap(2, 8, b"second")));
+        store.crash();
+        assert_eq!(store.snapshot(G).unwrap(), Some(snap(1, 3, b"first")));
+    }
+
+    #[test]
+    fn later_snapshot_replaces_earlier() {
+        let mut store = MemLogStore::new();
+        store.save_snapshot(G, &snap(1, 3, b"first")).unwrap();
+        store.save_snapshot(G, &snap(2, 8, b"second")).unwrap();
+        assert_eq!(store.snapshot(G).unwrap(), Some(snap(2, 8, b"second")));
+        flush(&mut store).unwrap();
+        store.crash();
+        assert_eq!(store.snapshot(G).unwrap(), Some(snap(2, 8, b"second")));
+        // Replaced across flushes too, and per group.
+        store
+            .save_snapshot(GroupId(2), &snap(5, 5, b"other"))
+            .unwrap();
+        store.save_snapshot(G, &snap(3, 9, b"third")).unwrap();
+        flush(&mut store).unwrap();
+        store.crash();
+        assert_eq!(store.snapshot(G).unwrap(), Some(snap(3, 9, b"third")));
+        assert_eq!(
+            store.snapshot(GroupId(2)).unwrap(),
+            Some(snap(5, 5, b"other"))
+        );
     }
 
     #[test]

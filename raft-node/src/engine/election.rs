@@ -4,7 +4,6 @@
 use raft_api::{Message, NodeId, Payload, Term, VoteRequest, VoteResponse};
 
 use super::{Engine, Role, mutant};
-use crate::engine::progress::Progress;
 
 impl Engine {
     pub(super) fn become_follower(&mut self, term: Term, leader: Option<NodeId>) {
@@ -12,39 +11,59 @@ impl Engine {
             self.term = term;
             self.vote = None;
         }
+        self.stop_leading();
         self.role = Role::Follower;
-        self.leader = leader;
+        self.set_leader(leader);
         if leader.is_some() {
             self.leader_seen_at = Some(self.now);
         }
         self.votes.clear();
-        self.progress.clear();
         self.reset_election_deadline();
     }
 
+    /// Leaves the leader role's state behind (if it was leading).
+    fn stop_leading(&mut self) {
+        if self.role == Role::Leader {
+            self.end_leader_reads();
+        }
+        self.progress.clear();
+        self.transfer = None;
+    }
+
+    fn set_leader(&mut self, leader: Option<NodeId>) {
+        if self.leader != leader {
+            self.leader = leader;
+            self.leader_changed_reads();
+        }
+    }
+
     pub(super) fn become_pre_candidate(&mut self) {
+        self.stop_leading();
         self.role = Role::PreCandidate;
-        self.leader = None;
+        self.set_leader(None);
         self.votes.clear();
         self.votes.insert(self.id, true);
         self.reset_election_deadline();
         let req = VoteRequest {
             last_log: self.log.last_id(),
+            transfer: false,
         };
         let term = Term(self.term.0 + 1);
-        let peers: Vec<_> = self.peers().collect();
-        for peer in peers {
+        for peer in self.voting_peers() {
             let env = self.envelope(peer, term, Message::PreVote(req));
             self.out.push(super::Action::Send(env));
         }
         self.tally();
     }
 
-    pub(super) fn become_candidate(&mut self) {
+    /// Starts an election; `transfer` when the leader asked for it with
+    /// `TimeoutNow`.
+    pub(super) fn become_candidate(&mut self, transfer: bool) {
+        self.stop_leading();
         self.role = Role::Candidate;
         self.term = Term(self.term.0 + 1);
         self.vote = Some(self.id);
-        self.leader = None;
+        self.set_leader(None);
         self.votes.clear();
         self.votes.insert(self.id, true);
         self.reset_election_deadline();
@@ -53,9 +72,9 @@ impl Engine {
         self.persist_hard_state();
         let req = VoteRequest {
             last_log: self.log.last_id(),
+            transfer,
         };
-        let peers: Vec<_> = self.peers().collect();
-        for peer in peers {
+        for peer in self.voting_peers() {
             self.send_after_persist(peer, Message::Vote(req));
         }
         self.tally();
@@ -63,15 +82,16 @@ impl Engine {
 
     pub(super) fn become_leader(&mut self) {
         self.role = Role::Leader;
-        self.leader = Some(self.id);
+        self.set_leader(Some(self.id));
         self.votes.clear();
-        let next = self.log.last_index().next();
-        self.progress = self.peers().map(|p| (p, Progress::new(next))).collect();
+        self.reads = super::read::Reads::default();
+        self.progress.clear();
+        self.sync_progress();
         self.next_heartbeat = self.now + self.config.heartbeat_interval_ms;
         self.quorum_check_at = self.now + self.config.election_timeout_min_ms;
         // A blank entry of the new term lets the leader commit everything
         // before it (§5.4.2, §8).
-        self.append_local(Payload::Blank);
+        self.term_start = self.append_local(Payload::Blank).index;
         self.broadcast_append(true);
     }
 
@@ -82,7 +102,8 @@ impl Engine {
     }
 
     pub(super) fn handle_pre_vote(&mut self, from: NodeId, term: Term, req: VoteRequest) {
-        let granted = term > self.term && !self.in_lease() && self.log_up_to_date(&req);
+        let granted =
+            term > self.term && (!self.in_lease() || req.transfer) && self.log_up_to_date(&req);
         // A granted pre-vote answers in the asked term; a refusal in ours, so
         // a pre-candidate that is behind learns the newer term.
         let reply_term = if granted { term } else { self.term };
@@ -127,23 +148,18 @@ impl Engine {
         // crashes before that must not have led in this term.
         let own_vote_durable = self.role == Role::PreCandidate
             || (self.durable.term == self.term && self.durable.vote == Some(self.id));
-        let granted = self
-            .voters
-            .iter()
-            .filter(|v| self.votes.get(v) == Some(&true) && (**v != self.id || own_vote_durable))
-            .count();
-        let refused = self
-            .voters
-            .iter()
-            .filter(|v| self.votes.get(v) == Some(&false))
-            .count();
-        if granted >= self.quorum() {
+        let id = self.id;
+        let membership = self.membership();
+        let won = membership
+            .is_quorum(|v| self.votes.get(&v) == Some(&true) && (v != id || own_vote_durable));
+        let lost = membership.is_quorum_impossible(|v| self.votes.get(&v) == Some(&false));
+        if won {
             match self.role {
-                Role::PreCandidate => self.become_candidate(),
+                Role::PreCandidate => self.become_candidate(false),
                 Role::Candidate => self.become_leader(),
                 _ => {}
             }
-        } else if refused >= self.quorum() {
+        } else if lost {
             self.become_follower(self.term, None);
         }
     }

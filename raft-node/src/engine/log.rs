@@ -34,6 +34,31 @@ impl RaftLog {
         log
     }
 
+    /// The entry right before the first one held.
+    pub(crate) fn compacted(&self) -> LogId {
+        self.compacted
+    }
+
+    /// Entries held after `index`, in order.
+    pub(crate) fn entries_after(&self, index: LogIndex) -> &[Entry] {
+        let skip = index.0.saturating_sub(self.compacted.index.0);
+        let skip = usize::try_from(skip).unwrap_or(usize::MAX);
+        self.entries.get(skip..).unwrap_or(&[])
+    }
+
+    /// Drops every entry up to and including `upto.index`, which becomes the
+    /// compaction point. A log ending before it ends up empty and continues
+    /// right after `upto`. A point at or before the current one changes
+    /// nothing.
+    pub(crate) fn compact_to(&mut self, upto: LogId) {
+        if upto.index <= self.compacted.index {
+            return;
+        }
+        let drop = usize::try_from(upto.index.0 - self.compacted.index.0).unwrap_or(usize::MAX);
+        self.entries.drain(..drop.min(self.entries.len()));
+        self.compacted = upto;
+    }
+
     pub(crate) fn last_id(&self) -> LogId {
         self.entries.last().map_or(self.compacted, |e| e.id)
     }
@@ -182,6 +207,24 @@ mod tests {
         assert_eq!(l.slice(LogIndex(2), LogIndex(4), 2, 1000).len(), 2);
         assert_eq!(l.slice(LogIndex(2), LogIndex(4), 10, 1).len(), 1);
         assert!(l.slice(LogIndex(5), LogIndex(9), 10, 1000).is_empty());
+    }
+
+    #[test]
+    fn compaction_keeps_the_suffix_or_empties_the_log() {
+        let mut l = log(&[1, 1, 2, 2]);
+        l.compact_to(LogId::new(Term(1), LogIndex(2)));
+        assert_eq!(l.compacted(), LogId::new(Term(1), LogIndex(2)));
+        assert_eq!(l.entries_after(LogIndex(0)).len(), 2);
+        assert_eq!(l.entries_after(LogIndex(3)).len(), 1);
+        assert_eq!(l.term(LogIndex(2)), Some(Term(1)));
+        assert_eq!(l.get(LogIndex(1)), None);
+        l.compact_to(LogId::new(Term(1), LogIndex(1)));
+        assert_eq!(l.compacted().index, LogIndex(2), "never moves back");
+        l.compact_to(LogId::new(Term(5), LogIndex(9)));
+        assert_eq!(l.last_id(), LogId::new(Term(5), LogIndex(9)));
+        assert!(l.entries_after(LogIndex(0)).is_empty());
+        l.append(&[entry(5, 10)]);
+        assert_eq!(l.last_index(), LogIndex(10));
     }
 
     #[test]

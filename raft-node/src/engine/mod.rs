@@ -60,28 +60,37 @@
 mod action;
 mod election;
 mod log;
+mod membership;
 #[cfg(feature = "__mutants")]
 pub mod mutants;
 mod progress;
+mod read;
 mod replication;
 pub mod rng;
+mod snapshot;
 #[cfg(test)]
 mod tests;
+mod transfer;
 
 use std::collections::BTreeMap;
 
 use bytes::Bytes;
 use raft_api::{
-    Config, ConfigError, Entry, Envelope, GroupId, HardState, HlcClock, LogId, LogIndex, Message,
-    NodeId, Payload, Term,
+    Config, ConfigError, Entry, Envelope, GroupId, HardState, HlcClock, LogId, LogIndex,
+    Membership, Message, NodeId, Payload, Snapshot, Term,
 };
 
 pub use action::Action;
-pub use progress::{Progress, ReplicationState};
+pub use membership::MembershipChange;
+pub use progress::{Progress, ReplicationState, SnapshotSend};
+pub use read::ReadMode;
 
 use crate::error::{ProposeError, StepError};
 use log::RaftLog;
+use read::Reads;
 use rng::Rng;
+use snapshot::Incoming;
+use transfer::Transfer;
 
 /// Whether a deliberately broken variant is switched on (tests only).
 macro_rules! mutant {
@@ -118,7 +127,10 @@ pub struct EngineInit {
     pub id: NodeId,
     /// The group the engine runs.
     pub group: GroupId,
-    /// Voting members, this node included.
+    /// Voting members the group starts with, used until the log or a
+    /// snapshot holds a membership. A node joining an existing group (as a
+    /// learner) passes an empty list: it learns the membership from the
+    /// leader and never campaigns before it is a voter.
     pub voters: Vec<NodeId>,
     /// Settings; validated by [`Engine::new`].
     pub config: Config,
@@ -132,7 +144,11 @@ pub struct EngineInit {
     pub compacted: LogId,
     /// Durable entries after `compacted`, in order.
     pub entries: Vec<Entry>,
-    /// The last index the state machine has already applied.
+    /// The group's latest snapshot, if it has one.
+    pub snapshot: Option<Snapshot>,
+    /// The last index the state machine has already applied. When it is
+    /// behind the snapshot, the engine first emits
+    /// [`Action::RestoreSnapshot`].
     pub applied: LogIndex,
 }
 
@@ -149,6 +165,7 @@ impl EngineInit {
             hard_state: HardState::default(),
             compacted: LogId::default(),
             entries: Vec::new(),
+            snapshot: None,
             applied: LogIndex(0),
         }
     }
@@ -160,7 +177,12 @@ pub struct Engine {
     id: NodeId,
     group: GroupId,
     config: Config,
-    voters: Vec<NodeId>,
+    /// Memberships in effect from each index on, oldest first: the first is
+    /// the snapshot's (or the bootstrap voters at index 0), the rest come
+    /// from membership entries of the log. The last one is in effect.
+    configs: Vec<(LogIndex, Membership)>,
+    /// Leader only: the replication targets must be recomputed.
+    members_dirty: bool,
     role: Role,
     term: Term,
     vote: Option<NodeId>,
@@ -182,10 +204,26 @@ pub struct Engine {
     leader_seen_at: Option<u64>,
     /// Pre-vote or vote answers in the current campaign.
     votes: BTreeMap<NodeId, bool>,
-    /// Leader only: replication progress of every other voter.
+    /// Leader only: replication progress of every other member.
     progress: BTreeMap<NodeId, Progress>,
     next_heartbeat: u64,
     quorum_check_at: u64,
+    /// Leader only: index of the first entry of its term. Until it is
+    /// committed the leader does not know the full commit index (§8).
+    term_start: LogIndex,
+    /// Leader only: a leader transfer under way.
+    transfer: Option<Transfer>,
+    /// Read requests in every state they can be in.
+    reads: Reads,
+    /// The latest snapshot, sent to followers that need compacted entries.
+    snapshot: Option<Snapshot>,
+    /// A snapshot build was asked for and not yet reported.
+    snapshot_building: bool,
+    /// A snapshot being received from the leader.
+    incoming: Option<Incoming>,
+    /// Until then (after a restart) this node grants no vote, as if it
+    /// heard from a leader: a leader's lease may still count on it.
+    quiet_until: u64,
     clock: HlcClock,
     rng: Rng,
     out: Vec<Action>,
@@ -197,33 +235,50 @@ impl Engine {
     /// and leads as soon as its vote is durable.
     pub fn new(init: EngineInit) -> Result<Self, ConfigError> {
         init.config.validate()?;
-        if !init.voters.contains(&init.id) {
-            return Err(ConfigError {
-                field: "voters",
-                problem: format!("does not contain this node ({})", init.id),
-                fix: "list every voting member of the group, this node included".into(),
-            });
+        let mut log = RaftLog::new(init.compacted, init.entries);
+        let snapshot = init
+            .snapshot
+            .filter(|s| s.meta.last.index >= log.compacted().index);
+        if let Some(snap) = &snapshot
+            && !log.matches(snap.meta.last)
+        {
+            // The log does not reach the snapshot (or disagrees with it):
+            // the snapshot, which holds only committed entries, wins.
+            log = RaftLog::new(snap.meta.last, Vec::new());
         }
-        let mut voters = init.voters;
-        voters.sort();
-        voters.dedup();
-        let log = RaftLog::new(init.compacted, init.entries);
+        let configs =
+            membership::configs_from(snapshot.as_ref().map(|s| &s.meta), &init.voters, &log);
         let last = log.last_index();
+        let snap_index = snapshot.as_ref().map_or(LogIndex(0), |s| s.meta.last.index);
+        let mut out = Vec::new();
+        let mut applied = init.applied;
+        if let Some(snap) = &snapshot
+            && applied < snap_index
+        {
+            out.push(Action::RestoreSnapshot(snap.clone()));
+            applied = snap_index;
+        }
         // Whatever the state machine applied was committed, even if the
         // commit index on disk lags behind it.
-        let commit = init.hard_state.commit.max(init.applied).min(last);
+        let commit = init.hard_state.commit.max(applied).min(last);
+        let quiet_until = if init.hard_state.term > Term(0) {
+            init.now + init.config.election_timeout_min_ms
+        } else {
+            0
+        };
         let mut engine = Self {
             id: init.id,
             group: init.group,
             config: init.config,
-            voters,
+            configs,
+            members_dirty: false,
             role: Role::Follower,
             term: init.hard_state.term,
             vote: init.hard_state.vote,
             leader: None,
             log,
             commit,
-            applied: init.applied.min(commit),
+            applied: applied.min(commit),
             persisted: last,
             saved: init.hard_state,
             drained: init.hard_state,
@@ -235,12 +290,19 @@ impl Engine {
             progress: BTreeMap::new(),
             next_heartbeat: 0,
             quorum_check_at: 0,
+            term_start: LogIndex(0),
+            transfer: None,
+            reads: Reads::default(),
+            snapshot,
+            snapshot_building: false,
+            incoming: None,
+            quiet_until,
             clock: HlcClock::new(),
             rng: Rng::new(init.seed ^ init.id.0.rotate_left(32) ^ init.group.0),
-            out: Vec::new(),
+            out,
         };
         engine.reset_election_deadline();
-        if engine.voters.len() == 1 {
+        if engine.is_sole_voter() {
             engine.election_deadline = engine.now;
         }
         engine.apply_committed();
@@ -260,6 +322,7 @@ impl Engine {
                 if self.now >= self.election_deadline && self.is_voter(self.id) {
                     self.campaign();
                 }
+                self.reads.expire_forwarded(self.now, &mut self.out);
             }
         }
         self.finish();
@@ -279,8 +342,10 @@ impl Engine {
                 got: env.to,
             });
         }
-        if env.from == self.id || !self.is_voter(env.from) {
-            return Err(StepError::UnknownSender(env.from));
+        // Any node may write: a leader this node has not yet learned is a
+        // member, a learner, a node being removed. Only voters' votes count.
+        if env.from == self.id {
+            return Err(StepError::FromSelf(env.from));
         }
         if let Some(detail) = malformed(&env) {
             return Err(StepError::Malformed {
@@ -305,6 +370,9 @@ impl Engine {
                 leader: self.leader,
             });
         }
+        if let Some(t) = &self.transfer {
+            return Err(ProposeError::TransferInProgress { target: t.target });
+        }
         let id = self.append_local(Payload::Command(command));
         self.broadcast_append(false);
         self.finish();
@@ -314,13 +382,13 @@ impl Engine {
     /// Starts an election now, as if the election timeout had fired (with a
     /// pre-vote round first when pre-vote is on). Does nothing on a leader.
     pub fn campaign(&mut self) {
-        if self.role == Role::Leader {
+        if self.role == Role::Leader || !self.is_voter(self.id) {
             return;
         }
         if self.config.pre_vote {
             self.become_pre_candidate();
         } else {
-            self.become_candidate();
+            self.become_candidate(false);
         }
         self.finish();
     }
@@ -413,9 +481,31 @@ impl Engine {
         self.log.get(index)
     }
 
-    /// Voting members, sorted.
-    pub fn voters(&self) -> &[NodeId] {
-        &self.voters
+    /// The membership in effect: the latest one in the log, committed or
+    /// not.
+    pub fn membership(&self) -> &Membership {
+        &self.configs.last().expect("never empty").1
+    }
+
+    /// Index of the entry that set the membership in effect (0 for the
+    /// bootstrap voters).
+    pub fn membership_index(&self) -> LogIndex {
+        self.configs.last().expect("never empty").0
+    }
+
+    /// The entry before the first one held (the log's compaction point).
+    pub fn compacted(&self) -> LogId {
+        self.log.compacted()
+    }
+
+    /// The latest snapshot's metadata, if there is one.
+    pub fn snapshot_meta(&self) -> Option<&raft_api::SnapshotMeta> {
+        self.snapshot.as_ref().map(|s| &s.meta)
+    }
+
+    /// Leader only: the target of a leader transfer under way.
+    pub fn transfer_target(&self) -> Option<NodeId> {
+        self.transfer.as_ref().map(|t| t.target)
     }
 
     /// Leader only: replication progress of `peer`.
@@ -440,8 +530,8 @@ impl Engine {
                 // Leader stickiness: while a live leader is known, a vote
                 // request from a higher term is ignored entirely, so a node
                 // that was cut off cannot depose a healthy leader.
-                Message::Vote(_) if self.in_lease() => return,
-                Message::Append(_) | Message::Heartbeat(_) => {
+                Message::Vote(req) if self.in_lease() && !req.transfer => return,
+                Message::Append(_) | Message::Heartbeat(_) | Message::Snapshot(_) => {
                     self.become_follower(env.term, Some(env.from));
                 }
                 _ => self.become_follower(env.term, None),
@@ -458,7 +548,12 @@ impl Engine {
             Message::Append(req) => self.handle_append(env.from, req),
             Message::AppendResp(resp) => self.handle_append_resp(env.from, resp),
             Message::Heartbeat(req) => self.handle_heartbeat(env.from, req),
-            Message::HeartbeatResp(_) => self.handle_heartbeat_resp(env.from),
+            Message::HeartbeatResp(resp) => self.handle_heartbeat_resp(env.from, resp),
+            Message::Snapshot(chunk) => self.handle_snapshot(env.from, chunk),
+            Message::SnapshotResp(resp) => self.handle_snapshot_resp(env.from, resp),
+            Message::TimeoutNow => self.handle_timeout_now(env.from),
+            Message::ReadIndex(req) => self.handle_read_index(env.from, req),
+            Message::ReadIndexResp(resp) => self.handle_read_index_resp(env.from, resp),
             // Messages of a newer protocol this engine does not know.
             _ => {}
         }
@@ -468,9 +563,17 @@ impl Engine {
     fn step_stale(&mut self, env: Envelope) {
         match env.msg {
             // A leader of an older term: tell it ours so it steps down.
-            Message::Append(_) | Message::Heartbeat(_) => self.send(
+            Message::Append(_) | Message::Heartbeat(_) | Message::Snapshot(_) => self.send(
                 env.from,
-                Message::HeartbeatResp(raft_api::HeartbeatResponse {}),
+                Message::HeartbeatResp(raft_api::HeartbeatResponse { round: 0 }),
+            ),
+            // A follower asking an old leader: it cannot confirm anything.
+            Message::ReadIndex(req) => self.send(
+                env.from,
+                Message::ReadIndexResp(raft_api::ReadIndexResponse {
+                    id: req.id,
+                    index: None,
+                }),
             ),
             // Reject so the (pre-)candidate learns the newer term.
             Message::PreVote(_) => self.send(
@@ -487,15 +590,34 @@ impl Engine {
     }
 
     fn is_voter(&self, node: NodeId) -> bool {
-        self.voters.binary_search(&node).is_ok()
+        self.membership().is_voter(node)
     }
 
-    fn quorum(&self) -> usize {
-        self.voters.len() / 2 + 1
+    /// Whether this node alone is a quorum.
+    fn is_sole_voter(&self) -> bool {
+        let id = self.id;
+        self.membership().is_quorum(|n| n == id)
     }
 
-    fn peers(&self) -> impl Iterator<Item = NodeId> + '_ {
-        self.voters.iter().copied().filter(move |&v| v != self.id)
+    /// The other voters of either half of the configuration.
+    fn voting_peers(&self) -> Vec<NodeId> {
+        let id = self.id;
+        self.membership()
+            .all_voters()
+            .into_iter()
+            .filter(|&n| n != id)
+            .collect()
+    }
+
+    /// Leader only: the other members it replicates to.
+    fn peers(&self) -> Vec<NodeId> {
+        self.progress.keys().copied().collect()
+    }
+
+    /// Leader only: whether an entry of its own term is committed, so its
+    /// commit index is the group's (§8).
+    fn committed_in_term(&self) -> bool {
+        self.commit >= self.term_start
     }
 
     fn envelope(&self, to: NodeId, term: Term, msg: Message) -> Envelope {
@@ -534,7 +656,7 @@ impl Engine {
         if !self.config.check_quorum {
             return false;
         }
-        if self.role == Role::Leader {
+        if self.role == Role::Leader || self.now < self.quiet_until {
             return true;
         }
         self.leader.is_some()
@@ -576,8 +698,26 @@ impl Engine {
 
     /// Common tail of every input.
     fn finish(&mut self) {
+        if self.role == Role::Leader {
+            self.leader_housekeeping();
+        }
         self.persist_hard_state();
         self.apply_committed();
+        self.maybe_build_snapshot();
+    }
+
+    /// A leader's follow-ups after any input: finish membership changes,
+    /// step down once removed, confirm reads.
+    fn leader_housekeeping(&mut self) {
+        if self.members_dirty {
+            self.members_dirty = false;
+            self.sync_progress();
+        }
+        self.advance_membership();
+        if self.role != Role::Leader {
+            return;
+        }
+        self.advance_reads();
     }
 
     /// Appends an entry of the current term to this (leader's) log.
@@ -589,6 +729,10 @@ impl Engine {
             payload,
         };
         self.log.append(std::slice::from_ref(&entry));
+        if let Payload::Membership(m) = &entry.payload {
+            self.configs.push((id.index, m.clone()));
+            self.members_dirty = true;
+        }
         self.out.push(Action::AppendLog(vec![entry]));
         id
     }
@@ -605,8 +749,10 @@ fn malformed(env: &Envelope) -> Option<String> {
     if env.term > MAX_TERM {
         return Some(format!("term {} is beyond any real cluster's", env.term));
     }
-    let Message::Append(req) = &env.msg else {
-        return None;
+    let req = match &env.msg {
+        Message::Append(req) => req,
+        Message::Snapshot(chunk) => return snapshot::malformed(env.term, chunk),
+        _ => return None,
     };
     if req
         .prev
@@ -633,6 +779,14 @@ fn malformed(env: &Envelope) -> Option<String> {
             return Some(format!(
                 "entry {} out of term order (after {term}, sent in {})",
                 e.id, env.term
+            ));
+        }
+        if let Payload::Membership(m) = &e.payload
+            && let Err(err) = m.validate()
+        {
+            return Some(format!(
+                "entry {} holds an unusable membership: {err}",
+                e.id
             ));
         }
         term = e.id.term;

@@ -18,15 +18,27 @@ pub enum Mutant {
     AckBeforePersist,
     /// (d) Term and vote are never made durable.
     TermVoteNotPersisted,
+    /// (e) A leader serves ReadIndex reads before it committed an entry of
+    /// its own term, from a commit index that may lag the group's.
+    ReadBeforeOwnTermCommit,
+    /// (f) Installing a snapshot keeps the log after the snapshot's last
+    /// entry even when the log conflicts with the snapshot (figure 13).
+    SnapshotKeepsConflictingSuffix,
+    /// (g) A new leader accepts a membership change before it committed an
+    /// entry of its own term.
+    MembershipBeforeOwnTermCommit,
 }
 
 impl Mutant {
     /// Every mutant.
-    pub const ALL: [Mutant; 4] = [
+    pub const ALL: [Mutant; 7] = [
         Mutant::VoteWithoutLogCheck,
         Mutant::CommitOldTermByCount,
         Mutant::AckBeforePersist,
         Mutant::TermVoteNotPersisted,
+        Mutant::ReadBeforeOwnTermCommit,
+        Mutant::SnapshotKeepsConflictingSuffix,
+        Mutant::MembershipBeforeOwnTermCommit,
     ];
 }
 

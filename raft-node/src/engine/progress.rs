@@ -3,7 +3,8 @@
 
 use std::collections::VecDeque;
 
-use raft_api::LogIndex;
+use bytes::Bytes;
+use raft_api::{LogIndex, SnapshotMeta};
 
 /// How a leader is replicating to one follower.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -14,6 +15,24 @@ pub enum ReplicationState {
     /// The follower is known to match up to `matched`: stream appends
     /// optimistically, up to the inflight limit.
     Replicate,
+    /// The entries the follower needs were compacted: send it a snapshot,
+    /// one chunk at a time.
+    Snapshot,
+}
+
+/// A snapshot on its way to one follower. It holds its own reference to
+/// the image, so a newer snapshot built meanwhile never restarts the
+/// transfer.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct SnapshotSend {
+    /// What the snapshot covers.
+    pub meta: SnapshotMeta,
+    /// The image.
+    pub data: Bytes,
+    /// Where the next chunk starts (what the follower confirmed holding).
+    pub offset: u64,
+    /// When the last chunk left, if its answer is still awaited.
+    pub sent_at: Option<u64>,
 }
 
 /// Replication progress of one follower, kept by the leader.
@@ -33,6 +52,10 @@ pub struct Progress {
     /// Whether the follower answered anything since the last check-quorum
     /// round.
     pub recent_active: bool,
+    /// Highest heartbeat round the follower answered.
+    pub acked_round: u64,
+    /// In `Snapshot`: the transfer.
+    pub snapshot: Option<SnapshotSend>,
 }
 
 impl Progress {
@@ -46,6 +69,8 @@ impl Progress {
             probe_sent: false,
             inflight: VecDeque::new(),
             recent_active: false,
+            acked_round: 0,
+            snapshot: None,
         }
     }
 
@@ -54,6 +79,7 @@ impl Progress {
         match self.state {
             ReplicationState::Probe => self.probe_sent,
             ReplicationState::Replicate => self.inflight.len() >= max_inflight,
+            ReplicationState::Snapshot => true,
         }
     }
 
@@ -63,6 +89,7 @@ impl Progress {
         self.next = next;
         self.probe_sent = false;
         self.inflight.clear();
+        self.snapshot = None;
     }
 
     /// Starts streaming right after the match point.
@@ -71,6 +98,20 @@ impl Progress {
         self.next = self.matched.next();
         self.probe_sent = false;
         self.inflight.clear();
+        self.snapshot = None;
+    }
+
+    /// Starts sending a snapshot.
+    pub(crate) fn become_snapshot(&mut self, meta: SnapshotMeta, data: Bytes) {
+        self.state = ReplicationState::Snapshot;
+        self.probe_sent = false;
+        self.inflight.clear();
+        self.snapshot = Some(SnapshotSend {
+            meta,
+            data,
+            offset: 0,
+            sent_at: None,
+        });
     }
 
     /// Records an acknowledgement up to `matched`; returns whether the match

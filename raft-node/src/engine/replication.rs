@@ -10,13 +10,17 @@ use super::{Action, Engine, ReplicationState, Role, mutant};
 
 impl Engine {
     pub(super) fn tick_leader(&mut self) {
+        self.expire_transfer();
         if self.config.check_quorum && self.now >= self.quorum_check_at {
             self.quorum_check_at = self.now + self.config.election_timeout_min_ms;
-            let active = 1 + self.progress.values().filter(|p| p.recent_active).count();
+            let id = self.id;
+            let active = self
+                .membership()
+                .is_quorum(|n| n == id || self.progress.get(&n).is_some_and(|p| p.recent_active));
             for p in self.progress.values_mut() {
                 p.recent_active = false;
             }
-            if active < self.quorum() {
+            if !active {
                 // Cut off from a quorum: stop acting as leader, so clients
                 // go to a leader that can commit (check-quorum).
                 self.become_follower(self.term, None);
@@ -24,13 +28,18 @@ impl Engine {
             }
         }
         if self.now >= self.next_heartbeat {
-            self.next_heartbeat = self.now + self.config.heartbeat_interval_ms;
-            let peers: Vec<_> = self.peers().collect();
-            for peer in peers {
-                let matched = self.progress.get(&peer).map_or(LogIndex(0), |p| p.matched);
-                let commit = self.commit.min(matched);
-                self.send(peer, Message::Heartbeat(HeartbeatRequest { commit }));
-            }
+            self.broadcast_heartbeat();
+        }
+    }
+
+    /// Sends a heartbeat round to every other member.
+    pub(super) fn broadcast_heartbeat(&mut self) {
+        self.next_heartbeat = self.now + self.config.heartbeat_interval_ms;
+        let round = self.round_sent();
+        for peer in self.peers() {
+            let matched = self.progress.get(&peer).map_or(LogIndex(0), |p| p.matched);
+            let commit = self.commit.min(matched);
+            self.send(peer, Message::Heartbeat(HeartbeatRequest { commit, round }));
         }
     }
 
@@ -38,15 +47,14 @@ impl Engine {
     /// `allow_empty`, followers that are up to date get an empty append
     /// carrying the commit index.
     pub(super) fn broadcast_append(&mut self, allow_empty: bool) {
-        let peers: Vec<_> = self.peers().collect();
-        for peer in peers {
+        for peer in self.peers() {
             self.send_append(peer, allow_empty);
         }
     }
 
     /// Sends one append to `peer` if flow control allows; returns whether a
     /// message carrying entries was sent.
-    fn send_append(&mut self, peer: NodeId, allow_empty: bool) -> bool {
+    pub(super) fn send_append(&mut self, peer: NodeId, allow_empty: bool) -> bool {
         let last = self.log.last_index();
         let Some(p) = self.progress.get(&peer) else {
             return false;
@@ -57,10 +65,8 @@ impl Engine {
         let prev_index = p.next.prev();
         let probing = p.state == ReplicationState::Probe;
         let Some(prev_term) = self.log.term(prev_index) else {
-            // The entries the follower needs are not in memory; with no
-            // compaction this cannot happen, and sending a malformed append
-            // is never an option.
-            return false;
+            // The entries the follower needs were compacted away.
+            return self.start_snapshot(peer);
         };
         let entries = self.log.slice(
             p.next,
@@ -85,13 +91,14 @@ impl Engine {
                     p.sent(last);
                 }
             }
+            ReplicationState::Snapshot => {}
         }
         self.send(peer, Message::Append(req));
         sent_last.is_some()
     }
 
     /// Sends as many appends to `peer` as flow control allows.
-    fn fill_pipeline(&mut self, peer: NodeId) {
+    pub(super) fn fill_pipeline(&mut self, peer: NodeId) {
         while self.send_append(peer, false) {
             if self
                 .progress
@@ -103,13 +110,18 @@ impl Engine {
         }
     }
 
-    pub(super) fn handle_append(&mut self, from: NodeId, req: AppendRequest) {
-        if self.role != Role::Follower || self.leader != Some(from) {
+    /// A message only a leader of the current term sends arrived: follow it.
+    pub(super) fn follow(&mut self, leader: NodeId) {
+        if self.role != Role::Follower || self.leader != Some(leader) {
             // A candidate of this term learns it lost (§5.2).
-            self.become_follower(self.term, Some(from));
+            self.become_follower(self.term, Some(leader));
         }
         self.leader_seen_at = Some(self.now);
         self.reset_election_deadline();
+    }
+
+    pub(super) fn handle_append(&mut self, from: NodeId, req: AppendRequest) {
+        self.follow(from);
 
         // Entries up to the commit index are committed, hence already here
         // and identical: skip them rather than re-check them. (Entries are
@@ -162,11 +174,13 @@ impl Engine {
             let first = entries[new_from].id.index;
             if first <= self.log.last_index() {
                 self.log.truncate(first);
+                self.configs_truncated(first);
                 self.persisted = self.persisted.min(first.prev());
                 self.out.push(Action::TruncateLog { from: first });
             }
             let fresh = entries.split_off(new_from);
             self.log.append(&fresh);
+            self.configs_appended(&fresh);
             self.out.push(Action::AppendLog(fresh));
         }
         let commit = req.commit.min(matched);
@@ -191,6 +205,7 @@ impl Engine {
         if self.role != Role::Leader {
             return;
         }
+        let compacted = self.log.compacted().index;
         let Some(p) = self.progress.get_mut(&from) else {
             return;
         };
@@ -201,19 +216,37 @@ impl Engine {
                     // Claims entries this leader never had: ignore.
                     return;
                 }
+                let stale = match p.state {
+                    // A probe's answer covers at least the probed entry. An
+                    // older answer may predate this progress (the node was
+                    // removed and re-added, possibly with a wiped log): it
+                    // proves nothing.
+                    ReplicationState::Probe => matched < p.next.prev(),
+                    ReplicationState::Replicate => false,
+                    // Log entries can take over from the snapshot only if
+                    // the follower holds everything up to the compaction.
+                    ReplicationState::Snapshot => matched < compacted,
+                };
+                if stale {
+                    return;
+                }
                 let moved = p.ack(matched);
-                if p.state == ReplicationState::Probe {
+                if p.state != ReplicationState::Replicate {
                     p.become_replicate();
                 }
                 if moved {
                     self.maybe_commit();
                 }
                 self.fill_pipeline(from);
+                if self.transfer.is_some_and(|t| t.target == from) {
+                    self.advance_transfer();
+                }
             }
             AppendResponse::Conflict { rejected, hint } => {
                 let stale = match p.state {
                     ReplicationState::Replicate => rejected <= p.matched,
                     ReplicationState::Probe => rejected != p.next.prev(),
+                    ReplicationState::Snapshot => true,
                 };
                 if stale {
                     return;
@@ -244,21 +277,20 @@ impl Engine {
     }
 
     pub(super) fn handle_heartbeat(&mut self, from: NodeId, req: HeartbeatRequest) {
-        if self.role != Role::Follower || self.leader != Some(from) {
-            self.become_follower(self.term, Some(from));
-        }
-        self.leader_seen_at = Some(self.now);
-        self.reset_election_deadline();
+        self.follow(from);
         // The leader caps the commit index at what this node is known to
         // hold, so it is safe to adopt.
         let commit = req.commit.min(self.log.last_index());
         if commit > self.commit {
             self.commit = commit;
         }
-        self.send(from, Message::HeartbeatResp(HeartbeatResponse {}));
+        self.send(
+            from,
+            Message::HeartbeatResp(HeartbeatResponse { round: req.round }),
+        );
     }
 
-    pub(super) fn handle_heartbeat_resp(&mut self, from: NodeId) {
+    pub(super) fn handle_heartbeat_resp(&mut self, from: NodeId, resp: HeartbeatResponse) {
         if self.role != Role::Leader {
             return;
         }
@@ -267,7 +299,12 @@ impl Engine {
             return;
         };
         p.recent_active = true;
+        p.acked_round = p.acked_round.max(resp.round.min(self.reads.round));
         match p.state {
+            ReplicationState::Snapshot => {
+                self.resend_snapshot_if_overdue(from);
+                return;
+            }
             // The probe or its answer may have been lost: probe again.
             ReplicationState::Probe => p.probe_sent = false,
             // Appends may have been lost with a full window: free one slot so
@@ -289,23 +326,23 @@ impl Engine {
     /// Advances the commit index to the highest index stored on a quorum,
     /// if that entry is of the current term (§5.4.2).
     pub(super) fn maybe_commit(&mut self) {
-        let mut matched: Vec<LogIndex> = self
-            .voters
-            .iter()
-            .map(|v| {
-                if *v == self.id {
-                    self.persisted
-                } else {
-                    self.progress.get(v).map_or(LogIndex(0), |p| p.matched)
-                }
-            })
-            .collect();
-        matched.sort_unstable_by(|a, b| b.cmp(a));
-        let candidate = matched[self.quorum() - 1];
+        let (id, persisted) = (self.id, self.persisted);
+        let candidate = self.membership().quorum_index(|v| {
+            if v == id {
+                persisted
+            } else {
+                self.progress.get(&v).map_or(LogIndex(0), |p| p.matched)
+            }
+        });
         if candidate <= self.commit {
             return;
         }
         if self.log.term(candidate) == Some(self.term) || mutant!(CommitOldTermByCount) {
+            if self.membership_index() > self.commit {
+                // A membership change may now be committed: replicate to
+                // whom it leaves (and stop replicating to whom it removed).
+                self.members_dirty = true;
+            }
             self.commit = candidate;
             // Followers learn the new commit index at once.
             self.broadcast_append(true);

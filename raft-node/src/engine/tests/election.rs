@@ -270,7 +270,10 @@ fn check_quorum_isolated_leader_steps_down() {
     e.tick(20);
     assert_eq!(
         e.take_actions(),
-        vec![send(1, 2, 1, heartbeat(0)), send(1, 3, 1, heartbeat(0))]
+        vec![
+            send(1, 2, 1, heartbeat_round(0, 1)),
+            send(1, 3, 1, heartbeat_round(0, 1))
+        ]
     );
     e.tick(99);
     assert_eq!(e.role(), Role::Leader);
@@ -297,7 +300,10 @@ fn check_quorum_leader_hearing_quorum_stays_each_window() {
     assert_eq!(e.role(), Role::Leader);
     assert_eq!(
         e.take_actions(),
-        vec![send(1, 2, 1, heartbeat(0)), send(1, 3, 1, heartbeat(0))]
+        vec![
+            send(1, 2, 1, heartbeat_round(0, 2)),
+            send(1, 3, 1, heartbeat_round(0, 2))
+        ]
     );
 
     // Nobody answers in the next window.
@@ -318,7 +324,10 @@ fn check_quorum_off_leader_keeps_leading() {
     assert_eq!(e.role(), Role::Leader);
     assert_eq!(
         e.take_actions(),
-        vec![send(1, 2, 1, heartbeat(0)), send(1, 3, 1, heartbeat(0))]
+        vec![
+            send(1, 2, 1, heartbeat_round(0, 1)),
+            send(1, 3, 1, heartbeat_round(0, 1))
+        ]
     );
 }
 

@@ -17,11 +17,11 @@ use std::collections::BTreeMap;
 use bytes::Bytes;
 use raft_api::{
     AppendRequest, AppendResponse, Config, ConflictHint, Entry, Envelope, GroupId, HardState,
-    HeartbeatRequest, HeartbeatResponse, Hlc, LogId, LogIndex, Message, NodeId, Payload, Term,
-    VoteRequest, VoteResponse,
+    HeartbeatRequest, HeartbeatResponse, Hlc, LogId, LogIndex, Message, NodeId, Payload, Snapshot,
+    Term, VoteRequest, VoteResponse,
 };
 
-use super::{Action, Engine, EngineInit, Role};
+use super::{Action, Engine, EngineInit, ReadMode, Role};
 
 /// The group every test engine runs.
 const G: GroupId = GroupId(7);
@@ -38,6 +38,11 @@ fn config() -> Config {
         max_inflight: 8,
         pre_vote: true,
         check_quorum: true,
+        snapshot_threshold: 0,
+        snapshot_trailing: 2,
+        snapshot_chunk_bytes: 4,
+        max_promote_lag: 2,
+        lease_clock_drift_ms: 30,
     }
 }
 
@@ -57,6 +62,21 @@ fn engine(id: u64, voters: &[u64], tweak: impl FnOnce(&mut EngineInit)) -> Engin
 
 /// No tweak.
 fn plain(_: &mut EngineInit) {}
+
+/// Lets a restarted engine (one with a stored term) through its quiet
+/// period, during which it grants no vote because a leader's lease may
+/// still count on it.
+fn restarted(mut e: Engine) -> Engine {
+    let quiet = config().election_timeout_min_ms;
+    e.tick(quiet);
+    assert_eq!(
+        e.role(),
+        Role::Follower,
+        "no election during the quiet period"
+    );
+    e.take_actions();
+    e
+}
 
 /// Pre-vote switched off.
 fn no_pre_vote(init: &mut EngineInit) {
@@ -146,11 +166,17 @@ fn save(term: u64, vote: Option<u64>, commit: u64) -> Action {
 }
 
 fn pre_vote(last: LogId) -> Message {
-    Message::PreVote(VoteRequest { last_log: last })
+    Message::PreVote(VoteRequest {
+        last_log: last,
+        transfer: false,
+    })
 }
 
 fn vote(last: LogId) -> Message {
-    Message::Vote(VoteRequest { last_log: last })
+    Message::Vote(VoteRequest {
+        last_log: last,
+        transfer: false,
+    })
 }
 
 fn pre_vote_resp(granted: bool) -> Message {
@@ -186,13 +212,19 @@ fn conflict(rejected: u64, hint_index: u64, hint_term: Option<u64>) -> Message {
 }
 
 fn heartbeat(commit: u64) -> Message {
+    heartbeat_round(commit, 0)
+}
+
+/// A leader's heartbeat of round `round`.
+fn heartbeat_round(commit: u64, round: u64) -> Message {
     Message::Heartbeat(HeartbeatRequest {
         commit: LogIndex(commit),
+        round,
     })
 }
 
 fn heartbeat_resp() -> Message {
-    Message::HeartbeatResp(HeartbeatResponse {})
+    Message::HeartbeatResp(HeartbeatResponse { round: 0 })
 }
 
 /// Steps a message that must be accepted.
@@ -206,7 +238,8 @@ fn step(e: &mut Engine, envelope: Envelope) {
 fn elect(e: &mut Engine) {
     let me = e.id().0;
     let peers: Vec<u64> = e
-        .voters()
+        .membership()
+        .all_voters()
         .iter()
         .map(|v| v.0)
         .filter(|&v| v != me)
@@ -253,6 +286,12 @@ struct Cluster {
     nodes: BTreeMap<NodeId, Engine>,
     /// Everything each node handed to its state machine, in order.
     applied: BTreeMap<NodeId, Vec<Entry>>,
+    /// Snapshots each node restored, in order.
+    restored: BTreeMap<NodeId, Vec<Snapshot>>,
+    /// Reads each node finished: id -> ready index, or `None` for failed.
+    reads: BTreeMap<NodeId, BTreeMap<u64, Option<LogIndex>>>,
+    /// Messages dropped instead of delivered: (from, to).
+    cut: Vec<(u64, u64)>,
 }
 
 impl Cluster {
@@ -260,6 +299,9 @@ impl Cluster {
         Self {
             nodes: engines.into_iter().map(|e| (e.id(), e)).collect(),
             applied: BTreeMap::new(),
+            restored: BTreeMap::new(),
+            reads: BTreeMap::new(),
+            cut: Vec::new(),
         }
     }
 
@@ -289,7 +331,10 @@ impl Cluster {
                 let mut last = None;
                 for action in actions {
                     match action {
-                        Action::SaveHardState(_) | Action::TruncateLog { .. } => flushed = true,
+                        Action::SaveHardState(_)
+                        | Action::TruncateLog { .. }
+                        | Action::SaveSnapshot(_)
+                        | Action::CompactLog { .. } => flushed = true,
                         Action::AppendLog(entries) => {
                             flushed = true;
                             last = entries.last().map(|x| x.id).or(last);
@@ -297,6 +342,16 @@ impl Cluster {
                         Action::Send(m) | Action::SendAfterPersist(m) => messages.push(m),
                         Action::Apply(entries) => {
                             self.applied.entry(*id).or_default().extend(entries);
+                        }
+                        Action::RestoreSnapshot(s) => {
+                            self.restored.entry(*id).or_default().push(s);
+                        }
+                        Action::BuildSnapshot => {}
+                        Action::ReadReady { id: read, index } => {
+                            self.reads.entry(*id).or_default().insert(read, Some(index));
+                        }
+                        Action::ReadFailed { id: read, .. } => {
+                            self.reads.entry(*id).or_default().insert(read, None);
                         }
                     }
                 }
@@ -309,7 +364,12 @@ impl Cluster {
             }
             for m in messages {
                 let to = m.to;
-                step(self.nodes.get_mut(&to).expect("known node"), m);
+                if self.cut.contains(&(m.from.0, to.0)) {
+                    continue;
+                }
+                if let Some(e) = self.nodes.get_mut(&to) {
+                    step(e, m);
+                }
             }
         }
         panic!("the cluster did not settle");

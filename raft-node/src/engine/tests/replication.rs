@@ -207,13 +207,13 @@ fn s5_3_leader_backtracks_past_its_last_entry_of_hinted_term() {
 fn s5_3_leader_converges_divergent_followers() {
     let leader_terms: &'static [u64] = &[1, 1, 1, 4, 4, 5, 5, 6, 6, 6];
     let mut cluster = Cluster::new(vec![
-        engine(1, &[1, 2, 3], stored(leader_terms, 6, None, 0)),
-        engine(2, &[1, 2, 3], stored(&[1, 1, 1, 4], 4, None, 0)),
-        engine(
+        restarted(engine(1, &[1, 2, 3], stored(leader_terms, 6, None, 0))),
+        restarted(engine(2, &[1, 2, 3], stored(&[1, 1, 1, 4], 4, None, 0))),
+        restarted(engine(
             3,
             &[1, 2, 3],
             stored(&[1, 1, 1, 2, 2, 2, 3, 3, 3, 3, 3], 3, None, 0),
-        ),
+        )),
     ]);
     cluster.node_mut(1).campaign();
     cluster.run();
@@ -365,7 +365,10 @@ fn heartbeat_carries_commit_capped_at_match() {
     e.tick(20);
     assert_eq!(
         e.take_actions(),
-        vec![send(1, 2, 1, heartbeat(1)), send(1, 3, 1, heartbeat(0))]
+        vec![
+            send(1, 2, 1, heartbeat_round(1, 1)),
+            send(1, 3, 1, heartbeat_round(0, 1))
+        ]
     );
     e.tick(39);
     assert_eq!(e.take_actions(), vec![]);

@@ -22,11 +22,12 @@ fn any_log_id(rng: &mut Rng) -> LogId {
 fn any_message(rng: &mut Rng) -> Message {
     let req = VoteRequest {
         last_log: any_log_id(rng),
+        transfer: rng.range(0, 2) == 1,
     };
     let resp = VoteResponse {
         granted: rng.range(0, 2) == 1,
     };
-    match rng.range(0, 9) {
+    match rng.range(0, 14) {
         0 => Message::PreVote(req),
         1 => Message::PreVoteResp(resp),
         2 => Message::Vote(req),
@@ -63,8 +64,38 @@ fn any_message(rng: &mut Rng) -> Message {
         }),
         7 => Message::Heartbeat(HeartbeatRequest {
             commit: LogIndex(any_u64(rng)),
+            round: any_u64(rng),
         }),
-        _ => Message::HeartbeatResp(HeartbeatResponse {}),
+        8 => Message::HeartbeatResp(HeartbeatResponse {
+            round: any_u64(rng),
+        }),
+        9 => {
+            let len = rng.range(0, 6) as usize;
+            let mut membership = raft_api::Membership::new([1, 2, 3].map(NodeId));
+            if rng.range(0, 4) == 0 {
+                membership.voters.clear();
+            }
+            Message::Snapshot(raft_api::SnapshotChunk {
+                meta: raft_api::SnapshotMeta {
+                    last: any_log_id(rng),
+                    membership,
+                },
+                total: any_u64(rng),
+                offset: any_u64(rng),
+                data: Bytes::from(vec![7u8; len]),
+            })
+        }
+        10 => Message::SnapshotResp(raft_api::SnapshotResponse {
+            last: any_log_id(rng),
+            received: any_u64(rng),
+            installed: rng.range(0, 2) == 1,
+        }),
+        11 => Message::TimeoutNow,
+        12 => Message::ReadIndex(raft_api::ReadIndexRequest { id: any_u64(rng) }),
+        _ => Message::ReadIndexResp(raft_api::ReadIndexResponse {
+            id: any_u64(rng),
+            index: (rng.range(0, 2) == 1).then(|| LogIndex(any_u64(rng))),
+        }),
     }
 }
 
@@ -93,8 +124,12 @@ fn arbitrary_messages_never_panic_or_corrupt_state() {
                 let last = e.last_log_id();
                 e.on_persisted(Some(last));
             }
+            if rng.range(0, 10) == 0 {
+                let _ = e.read(rng.next_u64(), ReadMode::ReadIndex);
+            }
             let actions = e.take_actions();
             assert!(e.commit_index() <= e.last_log_id().index, "seed {seed}");
+            assert!(e.compacted().index <= e.commit_index(), "seed {seed}");
             assert!(e.applied_index() <= e.commit_index(), "seed {seed}");
             assert!(e.persisted_index() <= e.last_log_id().index, "seed {seed}");
             for action in actions {

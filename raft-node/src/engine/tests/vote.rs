@@ -81,7 +81,7 @@ fn s5_2_follower_of_known_leader_refuses_vote_in_same_term() {
 /// refuses the vote.
 #[test]
 fn s5_1_higher_term_vote_request_is_adopted() {
-    let mut e = engine(1, &[1, 2, 3], stored(&[1, 2], 2, Some(1), 0));
+    let mut e = restarted(engine(1, &[1, 2, 3], stored(&[1, 2], 2, Some(1), 0)));
     step(&mut e, env(2, 1, 5, vote(lid(1, 7))));
     assert_eq!(
         e.take_actions(),
@@ -99,7 +99,7 @@ fn s5_1_higher_term_vote_request_is_adopted() {
 /// long its log.
 #[test]
 fn s5_4_1_refuses_candidate_with_lower_last_term() {
-    let mut e = engine(1, &[1, 2, 3], stored(&[1, 1, 2], 2, None, 0));
+    let mut e = restarted(engine(1, &[1, 2, 3], stored(&[1, 1, 2], 2, None, 0)));
     step(&mut e, env(2, 1, 3, vote(lid(1, 9))));
     assert_eq!(
         e.take_actions(),
@@ -114,7 +114,7 @@ fn s5_4_1_refuses_candidate_with_lower_last_term() {
 /// §5.4.1: with the same last term, a shorter log is refused.
 #[test]
 fn s5_4_1_refuses_candidate_with_same_last_term_but_shorter_log() {
-    let mut e = engine(1, &[1, 2, 3], stored(&[1, 1, 2], 3, None, 0));
+    let mut e = restarted(engine(1, &[1, 2, 3], stored(&[1, 1, 2], 3, None, 0)));
     step(&mut e, env(2, 1, 3, vote(lid(2, 2))));
     assert_eq!(
         e.take_actions(),
@@ -127,7 +127,7 @@ fn s5_4_1_refuses_candidate_with_same_last_term_but_shorter_log() {
 /// higher last term even if shorter), is granted the vote.
 #[test]
 fn s5_4_1_grants_candidate_at_least_as_up_to_date() {
-    let mut e = engine(1, &[1, 2, 3], stored(&[1, 1, 2], 3, None, 0));
+    let mut e = restarted(engine(1, &[1, 2, 3], stored(&[1, 1, 2], 3, None, 0)));
     step(&mut e, env(2, 1, 3, vote(lid(2, 3))));
     assert_eq!(
         e.take_actions(),
@@ -137,7 +137,7 @@ fn s5_4_1_grants_candidate_at_least_as_up_to_date() {
         ]
     );
 
-    let mut e = engine(1, &[1, 2, 3], stored(&[1, 1, 2], 3, None, 0));
+    let mut e = restarted(engine(1, &[1, 2, 3], stored(&[1, 1, 2], 3, None, 0)));
     step(&mut e, env(3, 1, 4, vote(lid(3, 2))));
     assert_eq!(
         e.take_actions(),
@@ -152,7 +152,7 @@ fn s5_4_1_grants_candidate_at_least_as_up_to_date() {
 /// plain send in the term asked about.
 #[test]
 fn s9_6_granting_pre_vote_changes_no_state() {
-    let mut e = engine(1, &[1, 2, 3], stored(&[1], 1, Some(3), 0));
+    let mut e = restarted(engine(1, &[1, 2, 3], stored(&[1], 1, Some(3), 0)));
     step(&mut e, env(2, 1, 2, pre_vote(lid(1, 1))));
     assert_eq!(e.take_actions(), vec![send(1, 2, 2, pre_vote_resp(true))]);
     assert_eq!(e.term(), Term(1));
@@ -164,7 +164,7 @@ fn s9_6_granting_pre_vote_changes_no_state() {
 /// in this node's own term.
 #[test]
 fn s9_6_pre_vote_refused_when_log_behind() {
-    let mut e = engine(1, &[1, 2, 3], stored(&[1, 1, 2], 2, None, 0));
+    let mut e = restarted(engine(1, &[1, 2, 3], stored(&[1, 1, 2], 2, None, 0)));
     step(&mut e, env(2, 1, 3, pre_vote(lid(1, 3))));
     assert_eq!(e.take_actions(), vec![send(1, 2, 2, pre_vote_resp(false))]);
     step(&mut e, env(2, 1, 3, pre_vote(lid(2, 2))));

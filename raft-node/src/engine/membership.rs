@@ -1,0 +1,232 @@
+//! Membership changes (§6, thesis chapter 4): learners, promotion, removal,
+//! and replacing any set of voters through a joint configuration.
+//!
+//! A membership is in effect as soon as its entry is appended. A change of
+//! at most one voter goes straight to the new configuration (any majority
+//! of the old and any of the new overlap); a larger change first enters the
+//! joint configuration (old and new majorities both needed) and the leader
+//! leaves it automatically once the joint entry is committed. One change is
+//! in flight at a time, and a new leader changes nothing before an entry of
+//! its own term is committed: without that rule a leader that does not yet
+//! know an earlier, uncommitted change could commit a conflicting one.
+
+use std::collections::BTreeSet;
+
+use raft_api::{LogId, LogIndex, Membership, NodeId, Payload, SnapshotMeta};
+
+use super::log::RaftLog;
+use super::{Engine, Role, mutant};
+use crate::engine::progress::Progress;
+use crate::error::ChangeError;
+
+/// A membership change requested from the leader.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum MembershipChange {
+    /// Add a node that receives the log but does not vote.
+    AddLearner(NodeId),
+    /// Make a learner a voter (only once it is within `max_promote_lag`
+    /// entries of the leader).
+    Promote(NodeId),
+    /// Remove a voter or a learner (the leader itself included: it steps
+    /// down once the change is committed).
+    Remove(NodeId),
+    /// Make exactly these nodes the voters, in one change. Every new voter
+    /// must be a learner within `max_promote_lag` (or already a voter);
+    /// voters left out are removed; other learners stay.
+    ReplaceVoters(BTreeSet<NodeId>),
+}
+
+/// The memberships known from a snapshot and a log, oldest first.
+pub(super) fn configs_from(
+    snapshot: Option<&SnapshotMeta>,
+    bootstrap: &[NodeId],
+    log: &RaftLog,
+) -> Vec<(LogIndex, Membership)> {
+    let base = match snapshot {
+        Some(meta) => (meta.last.index, meta.membership.clone()),
+        None => (LogIndex(0), Membership::new(bootstrap.iter().copied())),
+    };
+    let mut configs = vec![base.clone()];
+    for e in log.entries_after(base.0) {
+        if let Payload::Membership(m) = &e.payload {
+            configs.push((e.id.index, m.clone()));
+        }
+    }
+    configs
+}
+
+impl Engine {
+    /// Asks the leader to change the group's membership; returns the id of
+    /// the entry that carries the change. The change is done when that
+    /// entry is committed and, for a change of more than one voter, once
+    /// the joint configuration it starts has been left (the leader does
+    /// that by itself, see [`membership_index`](Self::membership_index)).
+    pub fn change_membership(&mut self, change: MembershipChange) -> Result<LogId, ChangeError> {
+        let result = self.try_change_membership(change);
+        self.finish();
+        result
+    }
+
+    fn try_change_membership(&mut self, change: MembershipChange) -> Result<LogId, ChangeError> {
+        if self.role != Role::Leader {
+            return Err(ChangeError::NotLeader {
+                leader: self.leader,
+            });
+        }
+        if let Some(t) = &self.transfer {
+            return Err(ChangeError::TransferInProgress { target: t.target });
+        }
+        if !self.committed_in_term() && !mutant!(MembershipBeforeOwnTermCommit) {
+            return Err(ChangeError::NotReady);
+        }
+        let current = self.membership().clone();
+        if current.is_joint() || self.membership_index() > self.commit {
+            return Err(ChangeError::InProgress);
+        }
+        let mut next = current.clone();
+        match change {
+            MembershipChange::AddLearner(node) => {
+                if current.contains(node) {
+                    return Err(ChangeError::AlreadyMember(node));
+                }
+                next.learners.insert(node);
+            }
+            MembershipChange::Promote(node) => {
+                self.check_promotable(&current, node)?;
+                next.learners.remove(&node);
+                next.voters.insert(node);
+            }
+            MembershipChange::Remove(node) => {
+                if !current.contains(node) {
+                    return Err(ChangeError::NotMember(node));
+                }
+                next.voters.remove(&node);
+                next.learners.remove(&node);
+            }
+            MembershipChange::ReplaceVoters(voters) => {
+                for &node in voters.difference(&current.voters) {
+                    self.check_promotable(&current, node)?;
+                }
+                next.learners.retain(|n| !voters.contains(n));
+                next.voters = voters;
+            }
+        }
+        next.validate()?;
+        let changed = current.voters.symmetric_difference(&next.voters).count();
+        if changed > 1 {
+            next.outgoing = current.voters.clone();
+        }
+        Ok(self.append_membership(next))
+    }
+
+    fn check_promotable(&self, current: &Membership, node: NodeId) -> Result<(), ChangeError> {
+        if !current.is_learner(node) {
+            return Err(ChangeError::NotLearner(node));
+        }
+        let matched = self.progress.get(&node).map_or(LogIndex(0), |p| p.matched);
+        let lag = self.log.last_index().0.saturating_sub(matched.0);
+        if lag > self.config.max_promote_lag {
+            return Err(ChangeError::LearnerBehind {
+                node,
+                lag,
+                max: self.config.max_promote_lag,
+            });
+        }
+        Ok(())
+    }
+
+    fn append_membership(&mut self, membership: Membership) -> LogId {
+        let id = self.append_local(Payload::Membership(membership));
+        self.sync_progress();
+        self.broadcast_append(false);
+        id
+    }
+
+    /// Leader only: once a joint configuration is committed, leave it; once
+    /// a configuration without this node is committed, step down.
+    pub(super) fn advance_membership(&mut self) {
+        if self.membership_index() > self.commit || self.transfer.is_some() {
+            return;
+        }
+        let current = self.membership().clone();
+        if current.is_joint() {
+            let mut next = current;
+            next.outgoing.clear();
+            self.append_membership(next);
+        } else if !current.is_voter(self.id) {
+            // Removed (thesis §4.2.2): hand over to the most caught-up voter
+            // at once rather than leave the group waiting for a timeout.
+            let target = self.best_transfer_target();
+            if let Some(target) = target {
+                self.send(target, raft_api::Message::TimeoutNow);
+            }
+            self.become_follower(self.term, None);
+        }
+    }
+
+    /// Leader only: the members replicated to are those of every
+    /// configuration from the last committed one on, so a node being
+    /// removed still learns of its removal. Progress of new members starts
+    /// fresh (probing after the leader's last entry): answers to messages
+    /// sent before a node was removed and re-added then cannot count.
+    pub(super) fn sync_progress(&mut self) {
+        let committed = self
+            .configs
+            .iter()
+            .rposition(|(i, _)| *i <= self.commit)
+            .unwrap_or(0);
+        let mut targets: BTreeSet<NodeId> = BTreeSet::new();
+        for (_, m) in &self.configs[committed..] {
+            targets.extend(m.members());
+        }
+        targets.remove(&self.id);
+        self.progress.retain(|n, _| targets.contains(n));
+        let next = self.log.last_index().next();
+        for n in targets {
+            self.progress
+                .entry(n)
+                .or_insert_with(|| Progress::new(next));
+        }
+    }
+
+    /// Follows the log: membership entries appended are in effect at once;
+    /// truncated ones are undone.
+    pub(super) fn configs_appended(&mut self, entries: &[raft_api::Entry]) {
+        for e in entries {
+            if let Payload::Membership(m) = &e.payload {
+                self.configs.push((e.id.index, m.clone()));
+                self.members_dirty = true;
+            }
+        }
+    }
+
+    /// Forgets memberships from entries at `from` and after.
+    pub(super) fn configs_truncated(&mut self, from: LogIndex) {
+        let keep = self.configs.partition_point(|(i, _)| *i < from).max(1);
+        if keep < self.configs.len() {
+            self.configs.truncate(keep);
+            self.members_dirty = true;
+        }
+    }
+
+    /// The membership in effect at `index`.
+    pub(super) fn membership_at(&self, index: LogIndex) -> Membership {
+        let at = self
+            .configs
+            .iter()
+            .rposition(|(i, _)| *i <= index)
+            .unwrap_or(0);
+        self.configs[at].1.clone()
+    }
+
+    /// Drops memberships no snapshot or read will ask about: those before
+    /// the one in effect at `index`.
+    pub(super) fn configs_compacted(&mut self, index: LogIndex) {
+        let at = self
+            .configs
+            .iter()
+            .rposition(|(i, _)| *i <= index)
+            .unwrap_or(0);
+        self.configs.drain(..at);
+    }
+}
