@@ -234,7 +234,10 @@ mod tests {
         );
         let mut m = Membership::new([1, 2].map(NodeId));
         m.learners.insert(NodeId(2));
-        assert_eq!(m.validate(), Err(MembershipError::VoterAndLearner(NodeId(2))));
+        assert_eq!(
+            m.validate(),
+            Err(MembershipError::VoterAndLearner(NodeId(2)))
+        );
         assert_eq!(m.to_string(), "voters [n1,n2] learners [n2]");
     }
 }

@@ -117,6 +117,11 @@ pub struct AppendRequest {
     pub entries: Vec<Entry>,
     /// The leader's commit index.
     pub commit: LogIndex,
+    /// Names the leader's replication stream to this follower within the
+    /// term; the answer echoes it. A node removed and re-added in one term
+    /// gets a new stream, so answers to messages sent before it was removed
+    /// cannot be taken for answers about its new log.
+    pub stream: u64,
 }
 
 /// Body of an AppendEntries response.
@@ -127,6 +132,8 @@ pub enum AppendResponse {
     Success {
         /// Highest index known to match the leader's log.
         matched: LogIndex,
+        /// The request's stream.
+        stream: u64,
     },
     /// The consistency check failed for the request whose `prev.index` was
     /// `rejected`.
@@ -136,6 +143,8 @@ pub enum AppendResponse {
         rejected: LogIndex,
         /// Where the leader should look next.
         hint: ConflictHint,
+        /// The request's stream.
+        stream: u64,
     },
 }
 
@@ -184,6 +193,9 @@ pub struct SnapshotChunk {
     pub offset: u64,
     /// The bytes at `offset`.
     pub data: Bytes,
+    /// The leader's replication stream to the receiver (see
+    /// [`AppendRequest::stream`]).
+    pub stream: u64,
 }
 
 /// Body of a snapshot chunk answer.
@@ -195,6 +207,8 @@ pub struct SnapshotResponse {
     /// where the next chunk must begin. Equal to the image size once the
     /// snapshot is installed and durable.
     pub received: u64,
+    /// The chunk's stream.
+    pub stream: u64,
     /// Whether the snapshot is installed and durable, so the sender may
     /// continue with log entries after `last`.
     pub installed: bool,

@@ -23,8 +23,10 @@ use crate::error::ReadError;
 pub enum Action {
     /// Stage the group's new term, vote and commit index.
     SaveHardState(HardState),
-    /// Stage removal of every log entry at `from` and after; always followed
-    /// by an [`AppendLog`](Action::AppendLog) of the replacing entries.
+    /// Stage removal of every log entry at `from` and after; followed by an
+    /// [`AppendLog`](Action::AppendLog) of the replacing entries, or by the
+    /// snapshot that replaces the log ([`SaveSnapshot`](Action::SaveSnapshot)
+    /// and [`CompactLog`](Action::CompactLog)).
     TruncateLog {
         /// First index removed.
         from: LogIndex,

@@ -86,6 +86,7 @@ impl Engine {
         self.votes.clear();
         self.reads = super::read::Reads::default();
         self.progress.clear();
+        self.streams.clear();
         self.sync_progress();
         self.next_heartbeat = self.now + self.config.heartbeat_interval_ms;
         self.quorum_check_at = self.now + self.config.election_timeout_min_ms;

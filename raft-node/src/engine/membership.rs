@@ -164,17 +164,32 @@ impl Engine {
         }
     }
 
+    /// Whether this node may start elections: it votes in a configuration
+    /// from the last committed one on. A node removed by a configuration
+    /// not yet committed may still be needed to commit it (thesis §4.2.2),
+    /// for example when the leader that removed itself lost its quorum.
+    pub(super) fn may_campaign(&self) -> bool {
+        let committed = self.last_committed_config();
+        self.configs[committed..]
+            .iter()
+            .any(|(_, m)| m.is_voter(self.id))
+    }
+
+    /// Position in `configs` of the latest membership known committed.
+    fn last_committed_config(&self) -> usize {
+        self.configs
+            .iter()
+            .rposition(|(i, _)| *i <= self.commit)
+            .unwrap_or(0)
+    }
+
     /// Leader only: the members replicated to are those of every
     /// configuration from the last committed one on, so a node being
     /// removed still learns of its removal. Progress of new members starts
     /// fresh (probing after the leader's last entry): answers to messages
     /// sent before a node was removed and re-added then cannot count.
     pub(super) fn sync_progress(&mut self) {
-        let committed = self
-            .configs
-            .iter()
-            .rposition(|(i, _)| *i <= self.commit)
-            .unwrap_or(0);
+        let committed = self.last_committed_config();
         let mut targets: BTreeSet<NodeId> = BTreeSet::new();
         for (_, m) in &self.configs[committed..] {
             targets.extend(m.members());
@@ -183,9 +198,11 @@ impl Engine {
         self.progress.retain(|n, _| targets.contains(n));
         let next = self.log.last_index().next();
         for n in targets {
-            self.progress
-                .entry(n)
-                .or_insert_with(|| Progress::new(next));
+            if !self.progress.contains_key(&n) {
+                let stream = self.streams.entry(n).or_insert(0);
+                self.progress.insert(n, Progress::new(next, *stream));
+                *stream += 1;
+            }
         }
     }
 

@@ -206,6 +206,9 @@ pub struct Engine {
     votes: BTreeMap<NodeId, bool>,
     /// Leader only: replication progress of every other member.
     progress: BTreeMap<NodeId, Progress>,
+    /// Leader only: the next replication stream number of each member
+    /// (a member removed and re-added in the term gets a new one).
+    streams: BTreeMap<NodeId, u64>,
     next_heartbeat: u64,
     quorum_check_at: u64,
     /// Leader only: index of the first entry of its term. Until it is
@@ -288,6 +291,7 @@ impl Engine {
             leader_seen_at: None,
             votes: BTreeMap::new(),
             progress: BTreeMap::new(),
+            streams: BTreeMap::new(),
             next_heartbeat: 0,
             quorum_check_at: 0,
             term_start: LogIndex(0),
@@ -319,7 +323,7 @@ impl Engine {
         match self.role {
             Role::Leader => self.tick_leader(),
             _ => {
-                if self.now >= self.election_deadline && self.is_voter(self.id) {
+                if self.now >= self.election_deadline && self.may_campaign() {
                     self.campaign();
                 }
                 self.reads.expire_forwarded(self.now, &mut self.out);
@@ -382,7 +386,7 @@ impl Engine {
     /// Starts an election now, as if the election timeout had fired (with a
     /// pre-vote round first when pre-vote is on). Does nothing on a leader.
     pub fn campaign(&mut self) {
-        if self.role == Role::Leader || !self.is_voter(self.id) {
+        if self.role == Role::Leader || !self.may_campaign() {
             return;
         }
         if self.config.pre_vote {
@@ -587,10 +591,6 @@ impl Engine {
             // Stale answers carry nothing useful.
             _ => {}
         }
-    }
-
-    fn is_voter(&self, node: NodeId) -> bool {
-        self.membership().is_voter(node)
     }
 
     /// Whether this node alone is a quorum.

@@ -56,13 +56,17 @@ pub struct Progress {
     pub acked_round: u64,
     /// In `Snapshot`: the transfer.
     pub snapshot: Option<SnapshotSend>,
+    /// The replication stream (see [`raft_api::AppendRequest::stream`]):
+    /// answers carrying another one are ignored.
+    pub stream: u64,
 }
 
 impl Progress {
     /// Progress of a follower right after the leader took over: probe from
     /// the leader's next index.
-    pub(crate) fn new(next: LogIndex) -> Self {
+    pub(crate) fn new(next: LogIndex, stream: u64) -> Self {
         Self {
+            stream,
             matched: LogIndex(0),
             next,
             state: ReplicationState::Probe,
@@ -143,7 +147,7 @@ mod tests {
 
     #[test]
     fn probe_pauses_after_one_send() {
-        let mut p = Progress::new(LogIndex(5));
+        let mut p = Progress::new(LogIndex(5), 0);
         assert!(!p.is_paused(4));
         p.probe_sent = true;
         assert!(p.is_paused(4));
@@ -151,7 +155,7 @@ mod tests {
 
     #[test]
     fn replicate_pauses_at_inflight_limit_and_acks_free_slots() {
-        let mut p = Progress::new(LogIndex(1));
+        let mut p = Progress::new(LogIndex(1), 0);
         p.become_replicate();
         p.sent(LogIndex(2));
         p.sent(LogIndex(4));
@@ -164,7 +168,7 @@ mod tests {
 
     #[test]
     fn stale_ack_does_not_move_match_back() {
-        let mut p = Progress::new(LogIndex(1));
+        let mut p = Progress::new(LogIndex(1), 0);
         assert!(p.ack(LogIndex(7)));
         assert!(!p.ack(LogIndex(3)));
         assert_eq!(p.matched, LogIndex(7));

@@ -82,6 +82,7 @@ impl Engine {
             prev: LogId::new(prev_term, prev_index),
             entries,
             commit: self.commit,
+            stream: p.stream,
         };
         let p = self.progress.get_mut(&peer).expect("checked above");
         match p.state {
@@ -138,7 +139,7 @@ impl Engine {
         }
         if prev.index < self.commit {
             // Nothing past our commit index: acknowledge what was covered.
-            self.ack_append(from, prev.index);
+            self.ack_append(from, prev.index, req.stream);
             return;
         }
 
@@ -158,6 +159,7 @@ impl Engine {
                 Message::AppendResp(AppendResponse::Conflict {
                     rejected: req.prev.index,
                     hint,
+                    stream: req.stream,
                 }),
             );
             return;
@@ -187,13 +189,13 @@ impl Engine {
         if commit > self.commit {
             self.commit = commit;
         }
-        self.ack_append(from, matched);
+        self.ack_append(from, matched, req.stream);
     }
 
     /// Acknowledges an append. The acknowledgement promises the entries are
     /// durable, so it leaves only after the flush.
-    fn ack_append(&mut self, to: NodeId, matched: LogIndex) {
-        let msg = Message::AppendResp(AppendResponse::Success { matched });
+    fn ack_append(&mut self, to: NodeId, matched: LogIndex, stream: u64) {
+        let msg = Message::AppendResp(AppendResponse::Success { matched, stream });
         if mutant!(AckBeforePersist) {
             self.send(to, msg);
         } else {
@@ -209,9 +211,19 @@ impl Engine {
         let Some(p) = self.progress.get_mut(&from) else {
             return;
         };
+        let stream = match resp {
+            AppendResponse::Success { stream, .. } | AppendResponse::Conflict { stream, .. } => {
+                stream
+            }
+        };
+        if stream != p.stream {
+            // An answer about this node from before it was removed and
+            // re-added: it says nothing about its log now.
+            return;
+        }
         p.recent_active = true;
         match resp {
-            AppendResponse::Success { matched } => {
+            AppendResponse::Success { matched, .. } => {
                 if matched > self.log.last_index() {
                     // Claims entries this leader never had: ignore.
                     return;
@@ -242,7 +254,7 @@ impl Engine {
                     self.advance_transfer();
                 }
             }
-            AppendResponse::Conflict { rejected, hint } => {
+            AppendResponse::Conflict { rejected, hint, .. } => {
                 let stale = match p.state {
                     ReplicationState::Replicate => rejected <= p.matched,
                     ReplicationState::Probe => rejected != p.next.prev(),

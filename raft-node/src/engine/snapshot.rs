@@ -84,8 +84,7 @@ impl Engine {
             };
             self.out.push(Action::SaveSnapshot(snapshot.clone()));
             self.snapshot = Some(snapshot);
-            let keep_from = last.index.0.saturating_sub(self.config.snapshot_trailing);
-            let upto = LogIndex(keep_from);
+            let upto = self.compaction_point(last.index);
             if upto > self.log.compacted().index
                 && let Some(term) = self.log.term(upto)
             {
@@ -97,6 +96,26 @@ impl Engine {
         }
         self.finish();
         taken
+    }
+
+    /// How far the log may be compacted after a snapshot up to `last`:
+    /// `snapshot_trailing` entries stay, and a leader also keeps what its
+    /// streaming followers still need, so a follower a little behind is
+    /// never pushed onto the snapshot path (which, with frequent snapshots,
+    /// it might never leave). A follower more than `snapshot_threshold`
+    /// entries further behind does not hold the log back.
+    fn compaction_point(&self, last: LogIndex) -> LogIndex {
+        let trailing = self.config.snapshot_trailing;
+        let mut upto = last.0.saturating_sub(trailing);
+        if self.role == Role::Leader {
+            let floor = upto.saturating_sub(self.config.snapshot_threshold);
+            for p in self.progress.values() {
+                if p.state == ReplicationState::Replicate {
+                    upto = upto.min(p.matched.0.max(floor));
+                }
+            }
+        }
+        LogIndex(upto)
     }
 
     /// Reports that building a snapshot failed; the engine asks again later.
@@ -143,11 +162,11 @@ impl Engine {
     pub(super) fn send_snapshot_chunk(&mut self, peer: NodeId) {
         let now = self.now;
         let max = self.config.snapshot_chunk_bytes;
-        let Some(send) = self
-            .progress
-            .get_mut(&peer)
-            .and_then(|p| p.snapshot.as_mut())
-        else {
+        let Some(p) = self.progress.get_mut(&peer) else {
+            return;
+        };
+        let stream = p.stream;
+        let Some(send) = p.snapshot.as_mut() else {
             return;
         };
         let total = send.data.len();
@@ -160,6 +179,7 @@ impl Engine {
             total: total as u64,
             offset: start as u64,
             data: send.data.slice(start..end),
+            stream,
         };
         send.sent_at = Some(now);
         self.send(peer, Message::Snapshot(chunk));
@@ -187,6 +207,9 @@ impl Engine {
         let Some(p) = self.progress.get_mut(&from) else {
             return;
         };
+        if resp.stream != p.stream {
+            return;
+        }
         p.recent_active = true;
         let Some(send) = p.snapshot.as_mut() else {
             return;
@@ -199,6 +222,9 @@ impl Engine {
             p.become_replicate();
             self.maybe_commit();
             self.fill_pipeline(from);
+            if self.transfer.is_some_and(|t| t.target == from) {
+                self.advance_transfer();
+            }
             return;
         }
         send.offset = resp.received.min(send.data.len() as u64);
@@ -213,7 +239,7 @@ impl Engine {
         if last.index <= self.commit {
             // Everything it covers is committed here already.
             self.incoming = None;
-            self.snapshot_answer(from, last, chunk.total, true);
+            self.snapshot_answer(from, &chunk, chunk.total, true);
             return;
         }
         let same = self
@@ -223,7 +249,7 @@ impl Engine {
         if !same {
             if chunk.offset != 0 {
                 // A chunk of a snapshot this node has no start of.
-                self.snapshot_answer(from, last, 0, false);
+                self.snapshot_answer(from, &chunk, 0, false);
                 return;
             }
             self.incoming = Some(Incoming {
@@ -239,7 +265,7 @@ impl Engine {
         }
         let held = incoming.data.len() as u64;
         if held < incoming.total || chunk.offset > held {
-            self.snapshot_answer(from, last, held, false);
+            self.snapshot_answer(from, &chunk, held, false);
             return;
         }
         let incoming = self.incoming.take().expect("checked");
@@ -248,14 +274,21 @@ impl Engine {
             meta: incoming.meta,
             data: incoming.data.freeze(),
         });
-        self.snapshot_answer(from, last, total, true);
+        self.snapshot_answer(from, &chunk, total, true);
     }
 
-    fn snapshot_answer(&mut self, to: NodeId, last: LogId, received: u64, installed: bool) {
+    fn snapshot_answer(
+        &mut self,
+        to: NodeId,
+        chunk: &SnapshotChunk,
+        received: u64,
+        installed: bool,
+    ) {
         let msg = Message::SnapshotResp(SnapshotResponse {
-            last,
+            last: chunk.meta.last,
             received,
             installed,
+            stream: chunk.stream,
         });
         if installed {
             // Promises the snapshot (or the log up to it) is durable.
@@ -272,14 +305,16 @@ impl Engine {
             || (mutant!(SnapshotKeepsConflictingSuffix) && self.log.last_index() > last.index);
         if !keep_suffix {
             // Figure 13: a log that does not hold the snapshot's last entry
-            // conflicts with it (or ends before it): discard all of it.
-            let first = self.log.compacted().index.next();
-            if self.log.last_index() >= first {
-                self.log.truncate(first);
-                self.configs_truncated(first);
-                self.out.push(Action::TruncateLog { from: first });
+            // conflicts with it (or ends before it): none of it stays. What
+            // follows the snapshot's index is truncated; the rest goes with
+            // the compaction below.
+            let from = last.index.next();
+            if self.log.last_index() >= from {
+                self.log.truncate(from);
+                self.configs_truncated(from);
+                self.out.push(Action::TruncateLog { from });
             }
-            self.persisted = last.index;
+            self.persisted = self.persisted.min(last.index);
         }
         self.log.compact_to(last);
         // The snapshot's membership is the one in effect at its last entry;

@@ -100,7 +100,7 @@ impl Engine {
     }
 
     pub(super) fn handle_timeout_now(&mut self, from: NodeId) {
-        if self.role == Role::Leader || self.leader != Some(from) || !self.is_voter(self.id) {
+        if self.role == Role::Leader || self.leader != Some(from) || !self.may_campaign() {
             return;
         }
         self.become_candidate(true);

@@ -8,8 +8,12 @@ use std::pin::pin;
 use std::task::{Context, Poll, Waker};
 
 use bytes::Bytes;
-use raft_api::{Config, Envelope, GroupId, LogId, LogIndex, LogStore, NodeId, StateMachine};
-use raft_node::{Action, Engine, EngineInit, ProposeError, Role};
+use raft_api::{
+    Config, Envelope, GroupId, LogId, LogIndex, LogStore, NodeId, Snapshot, StateMachine,
+};
+use raft_node::{
+    Action, Engine, EngineInit, MembershipChange, ProposeError, ReadError, ReadMode, Role,
+};
 use storage_mem::{KvCommand, KvResponse, KvStateMachine, MemLogStore};
 
 use crate::invariants::{Invariants, LogMirror};
@@ -48,9 +52,17 @@ pub struct SimConfig {
     pub fault_ms: u64,
     pub clients: usize,
     pub keys: usize,
+    /// Nodes that start outside the group (with no voters configured); the
+    /// membership churn adds them.
+    pub spares: usize,
+    /// Whether an administrator changes membership, transfers leadership
+    /// and triggers snapshots during the fault phase.
+    pub churn: bool,
     /// Whether the simulator injects faults by itself (off for scripted
     /// scenarios, which inject their own).
     pub random_faults: bool,
+    /// Engine settings to use instead of the ones drawn from the seed.
+    pub config: Option<Config>,
 }
 
 impl SimConfig {
@@ -61,8 +73,16 @@ impl SimConfig {
             fault_ms: 4_000,
             clients: 3 + (seed % 3) as usize,
             keys: 3,
+            spares: [0, 1, 2][(seed / 4 % 3) as usize],
+            churn: !seed.is_multiple_of(5),
             random_faults: true,
+            config: None,
         }
+    }
+
+    /// Every node of the run: the initial voters, then the spares.
+    pub fn total_nodes(&self) -> usize {
+        self.nodes + self.spares
     }
 
     /// A run whose faults a test scripts itself.
@@ -70,14 +90,20 @@ impl SimConfig {
         Self {
             fault_ms: u64::MAX,
             random_faults: false,
+            spares: 0,
+            churn: false,
             ..Self::new(seed, nodes)
         }
     }
 
-    /// Engine settings for this run: short timeouts, and flow-control
-    /// limits drawn from the seed so that small batches, tiny windows and
-    /// byte-bounded messages are all exercised.
+    /// Engine settings for this run: short timeouts, and flow-control and
+    /// snapshot limits drawn from the seed so that small batches, tiny
+    /// windows, byte-bounded messages, frequent compaction and many-chunk
+    /// snapshots are all exercised.
     pub fn engine_config(&self) -> Config {
+        if let Some(config) = &self.config {
+            return config.clone();
+        }
         let mut rng = SimRng::new(self.seed ^ 0xC0FF_EE00);
         Config {
             election_timeout_min_ms: 150,
@@ -88,6 +114,15 @@ impl SimConfig {
             max_inflight: rng.pick(&[1, 2, 4, 16]),
             pre_vote: true,
             check_quorum: true,
+            snapshot_threshold: rng.pick(&[0, 5, 20, 80]),
+            snapshot_trailing: rng.pick(&[0, 3, 30]),
+            snapshot_chunk_bytes: rng.pick(&[16, 100, 4096]),
+            max_promote_lag: rng.pick(&[3, 50]),
+            // Clock rates differ by up to 2x (see `MIN_RATE`, `MAX_RATE`): a
+            // leader's lease of L local ms lasts at most L / 0.7 real ms,
+            // and a voter ignores candidates for at least 150 / 1.4 real ms
+            // after a heartbeat; L = 75 keeps the lease inside that.
+            lease_clock_drift_ms: 75,
         }
     }
 }
@@ -123,6 +158,17 @@ pub struct SimReport {
     pub ops_unknown: usize,
     pub dropped: u64,
     pub duplicated: u64,
+    pub membership_changes: u64,
+    pub transfers: u64,
+    pub snapshots_built: u64,
+    pub snapshots_installed: u64,
+    pub reads_served: u64,
+    pub follower_reads: u64,
+    pub lease_reads: u64,
+    /// Most voters in any membership the group reached.
+    pub max_voters: usize,
+    /// Most voters replaced at once (by a joint change).
+    pub max_replaced: usize,
 }
 
 #[derive(Debug)]
@@ -134,6 +180,11 @@ enum Event {
     ClientStart(usize),
     ClientTimeout(usize, usize),
     Fault,
+    /// An administrator acts on the group (membership, transfer, snapshot);
+    /// a periodic one schedules the next.
+    Admin {
+        periodic: bool,
+    },
     /// Crash whichever node leads at that moment.
     CrashLeader,
 }
@@ -175,6 +226,14 @@ struct Node {
     flush_scheduled: bool,
     /// Clock rate in per mille of simulated time (tick-rate skew).
     rate: u64,
+    /// The node's clock reading at simulated time `clock_base.0` is
+    /// `clock_base.1`; from there it runs at `rate`. Rate changes rebase it,
+    /// so the clock drifts but never jumps.
+    clock_base: (u64, u64),
+    /// Reads started on this node: read id -> (client, op, key).
+    reads: BTreeMap<u64, (usize, usize, Vec<u8>)>,
+    /// Reads confirmed, waiting for the state machine to apply their index.
+    ready_reads: Vec<(LogIndex, u64, usize, usize, Vec<u8>)>,
     /// Longest time a flush takes, in milliseconds.
     disk_latency: u64,
     /// Proposals this node accepted: index -> (id, client, op number).
@@ -182,9 +241,19 @@ struct Node {
     incarnation: u64,
 }
 
+/// Slowest and fastest clock rates, in per mille of simulated time.
+const MIN_RATE: u64 = 700;
+const MAX_RATE: u64 = 1400;
+
 impl Node {
     fn local_time(&self, now: u64) -> u64 {
-        now * self.rate / 1000
+        let (real, local) = self.clock_base;
+        local + now.saturating_sub(real) * self.rate / 1000
+    }
+
+    fn set_rate(&mut self, now: u64, rate: u64) {
+        self.clock_base = (now, self.local_time(now));
+        self.rate = rate;
     }
 }
 
@@ -221,6 +290,11 @@ pub struct Sim {
     inv: Invariants,
     report: SimReport,
     healed_at: Option<u64>,
+    /// The last leader that changed membership, while the change may still
+    /// be uncommitted.
+    changed_by: Option<NodeId>,
+    /// Scripted runs may hold the clients back.
+    clients_paused: bool,
 }
 
 type Step = Result<(), SimFailure>;
@@ -228,7 +302,7 @@ type Step = Result<(), SimFailure>;
 impl Sim {
     pub fn new(cfg: SimConfig) -> Self {
         let mut rng = SimRng::new(cfg.seed);
-        let ids: Vec<NodeId> = (1..=cfg.nodes as u64).map(NodeId).collect();
+        let ids: Vec<NodeId> = (1..=cfg.total_nodes() as u64).map(NodeId).collect();
         let mut nodes = Vec::new();
         for &id in &ids {
             let rate = rng.range(800, 1250);
@@ -243,12 +317,15 @@ impl Sim {
                 staged_last: None,
                 flush_scheduled: false,
                 rate,
+                clock_base: (0, 0),
+                reads: BTreeMap::new(),
+                ready_reads: Vec::new(),
                 disk_latency,
                 pending: BTreeMap::new(),
                 incarnation: 0,
             };
             let durable = Self::durable_entries(&node);
-            node.engine = Some(Self::make_engine(&cfg, &ids, &node, 0, durable));
+            node.engine = Some(Self::make_engine(&cfg, &node, 0, durable));
             nodes.push(node);
         }
         let clients = (0..cfg.clients)
@@ -275,6 +352,8 @@ impl Sim {
             inv: Invariants::default(),
             report: SimReport::default(),
             healed_at: None,
+            changed_by: None,
+            clients_paused: false,
         };
         for n in 0..sim.nodes.len() {
             let first = sim.rng.range(0, TICK_MS);
@@ -287,11 +366,20 @@ impl Sim {
         if sim.cfg.random_faults {
             sim.schedule(100, Event::Fault);
         }
+        if sim.cfg.churn {
+            sim.schedule(300, Event::Admin { periodic: true });
+        }
         sim
     }
 
-    fn voters(&self) -> Vec<NodeId> {
-        self.nodes.iter().map(|n| n.id).collect()
+    /// The voters node `id` is configured to start with: the initial ones
+    /// for the initial voters, none for spares.
+    fn bootstrap_voters(cfg: &SimConfig, id: NodeId) -> Vec<NodeId> {
+        if id.0 as usize <= cfg.nodes {
+            (1..=cfg.nodes as u64).map(NodeId).collect()
+        } else {
+            Vec::new()
+        }
     }
 
     /// Node `n`'s durable log, as a restarted engine reads it back.
@@ -313,7 +401,6 @@ impl Sim {
 
     fn make_engine(
         cfg: &SimConfig,
-        voters: &[NodeId],
         node: &Node,
         now: u64,
         (compacted, entries): (LogId, Vec<raft_api::Entry>),
@@ -321,13 +408,14 @@ impl Sim {
         Engine::new(EngineInit {
             id: node.id,
             group: GROUP,
-            voters: voters.to_vec(),
+            voters: Self::bootstrap_voters(cfg, node.id),
             config: cfg.engine_config(),
             seed: cfg.seed ^ node.id.0.wrapping_mul(0x9E37) ^ (node.incarnation << 40),
             now: node.local_time(now),
             hard_state: node.store.hard_state(GROUP).expect("mem store reads"),
             compacted,
             entries,
+            snapshot: node.store.snapshot(GROUP).expect("mem store reads"),
             applied: LogIndex(0),
         })
         .expect("valid engine config")
@@ -373,6 +461,7 @@ impl Sim {
                     break;
                 }
                 if self.now > healed + RECOVERY_BOUND_MS {
+                    self.dump();
                     return Err(self.fail(
                         FailureKind::Liveness,
                         format!(
@@ -433,6 +522,11 @@ impl Sim {
         }
     }
 
+    /// Drops this share (per mille) of all messages from now on.
+    pub fn set_loss(&mut self, per_mille: u64) {
+        self.net.drop_per_mille = per_mille;
+    }
+
     /// Restores every link.
     pub fn heal_network(&mut self) {
         self.net.blocked.clear();
@@ -476,10 +570,76 @@ impl Sim {
         Ok(id)
     }
 
+    /// Asks node `n` for a membership change.
+    pub fn change_membership_on(
+        &mut self,
+        n: usize,
+        change: MembershipChange,
+    ) -> Result<Result<LogId, raft_node::ChangeError>, SimFailure> {
+        let Some(engine) = self.nodes[n].engine.as_mut() else {
+            return Err(failure(
+                self.now,
+                FailureKind::Safety,
+                format!("node {n} is down"),
+            ));
+        };
+        let result = engine.change_membership(change);
+        if result.is_ok() {
+            self.report.membership_changes += 1;
+        }
+        self.process(n)?;
+        Ok(result)
+    }
+
+    /// Asks node `n` to hand leadership over.
+    pub fn transfer_on(
+        &mut self,
+        n: usize,
+        target: Option<NodeId>,
+    ) -> Result<Result<NodeId, raft_node::TransferError>, SimFailure> {
+        let Some(engine) = self.nodes[n].engine.as_mut() else {
+            return Err(failure(
+                self.now,
+                FailureKind::Safety,
+                format!("node {n} is down"),
+            ));
+        };
+        let result = engine.transfer_leader(target);
+        self.process(n)?;
+        Ok(result)
+    }
+
+    /// Asks node `n` for a snapshot now.
+    pub fn snapshot_on(&mut self, n: usize) -> Step {
+        if let Some(engine) = self.nodes[n].engine.as_mut() {
+            engine.trigger_snapshot();
+            self.process(n)?;
+        }
+        Ok(())
+    }
+
+    /// Stops or resumes the clients' operations (they resume with `true`).
+    pub fn set_clients(&mut self, running: bool) {
+        self.clients_paused = !running;
+        if running {
+            for c in 0..self.clients.len() {
+                if self.clients[c].current.is_none() {
+                    self.schedule(0, Event::ClientStart(c));
+                }
+            }
+        }
+    }
+
+    /// The run's report so far.
+    pub fn report(&self) -> &SimReport {
+        &self.report
+    }
+
     /// Ends a scripted run: heals everything, then requires recovery,
     /// identical replicas and a linearizable history, as a random run does.
     pub fn finish(mut self) -> Result<SimReport, SimFailure> {
         self.cfg.fault_ms = self.now;
+        self.set_clients(true);
         self.run()
     }
 
@@ -526,6 +686,16 @@ impl Sim {
                 }
                 Ok(())
             }
+            Event::Admin { periodic } => {
+                if self.healed_at.is_none() {
+                    self.admin(!periodic)?;
+                    if periodic {
+                        let next = self.rng.range(30, 300);
+                        self.schedule(next, Event::Admin { periodic });
+                    }
+                }
+                Ok(())
+            }
             Event::Fault => {
                 if self.healed_at.is_none() {
                     self.inject_fault();
@@ -550,6 +720,27 @@ impl Sim {
             }
             let mut needs_flush = false;
             for action in actions {
+                if std::env::var("TRACE").is_ok() {
+                    let short = match &action {
+                        Action::AppendLog(e) => format!(
+                            "Append {:?}..{:?}",
+                            e.first().map(|x| x.id),
+                            e.last().map(|x| x.id)
+                        ),
+                        Action::Apply(e) => format!(
+                            "Apply {:?}..{:?}",
+                            e.first().map(|x| x.id),
+                            e.last().map(|x| x.id)
+                        ),
+                        Action::SaveSnapshot(s) => format!("SaveSnap {:?}", s.meta),
+                        Action::RestoreSnapshot(s) => format!("Restore {:?}", s.meta.last),
+                        Action::Send(e) | Action::SendAfterPersist(e) => {
+                            format!("Send {:?}", e).chars().take(250).collect()
+                        }
+                        a => format!("{a:?}"),
+                    };
+                    eprintln!("{} n{} {}", self.now, n + 1, short);
+                }
                 match action {
                     Action::SaveHardState(hs) => {
                         self.nodes[n]
@@ -589,6 +780,54 @@ impl Sim {
                         needs_flush = true;
                     }
                     Action::Apply(entries) => self.apply(n, entries)?,
+                    Action::SaveSnapshot(snapshot) => {
+                        self.nodes[n]
+                            .store
+                            .save_snapshot(GROUP, &snapshot)
+                            .map_err(|e| self.fail(FailureKind::Safety, e.to_string()))?;
+                        needs_flush = true;
+                    }
+                    Action::CompactLog { upto } => {
+                        let now = self.now;
+                        let node = &mut self.nodes[n];
+                        node.store
+                            .compact(GROUP, upto)
+                            .map_err(|e| failure(now, FailureKind::Safety, e.to_string()))?;
+                        let id = node.id;
+                        let commit = node
+                            .engine
+                            .as_ref()
+                            .map_or(LogIndex(0), |e| e.commit_index());
+                        self.inv
+                            .compacted(id, &mut self.nodes[n].mirror, upto, commit)
+                            .map_err(|v| self.fail(FailureKind::Safety, v))?;
+                        needs_flush = true;
+                    }
+                    Action::RestoreSnapshot(snapshot) => self.restore(n, snapshot)?,
+                    Action::BuildSnapshot => {
+                        let node = &mut self.nodes[n];
+                        let data = ready(node.sm.snapshot())
+                            .map_err(|e| failure(self.now, FailureKind::Safety, e.to_string()))?;
+                        let last = node.sm.last_applied();
+                        if let Some(engine) = node.engine.as_mut()
+                            && engine.on_snapshot_built(last, data)
+                        {
+                            self.report.snapshots_built += 1;
+                        }
+                    }
+                    Action::ReadReady { id, index } => {
+                        if let Some((client, op, key)) = self.nodes[n].reads.remove(&id) {
+                            self.nodes[n].ready_reads.push((index, id, client, op, key));
+                        }
+                        self.serve_reads(n);
+                    }
+                    Action::ReadFailed { id, .. } => {
+                        if let Some((client, op, _)) = self.nodes[n].reads.remove(&id)
+                            && self.clients[client].current == Some(op)
+                        {
+                            self.complete(client, Outcome::Failed);
+                        }
+                    }
                 }
             }
             if needs_flush && !self.nodes[n].flush_scheduled {
@@ -622,6 +861,13 @@ impl Sim {
             let soon = self.rng.range(1, 20);
             self.schedule(soon, Event::CrashLeader);
         }
+        // A membership change asked of a leader that has only just taken
+        // over (before it committed anything of its term) is where a
+        // change can conflict with an earlier, uncommitted one.
+        if new_leader && self.cfg.churn && self.healed_at.is_none() && self.rng.chance(300) {
+            let soon = self.rng.range(0, 5);
+            self.schedule(soon, Event::Admin { periodic: false });
+        }
         Ok(())
     }
 
@@ -653,6 +899,11 @@ impl Sim {
         }
         let node = &mut self.nodes[n];
         let responses = ready(node.sm.apply(&entries));
+        let (index, hash) = (node.sm.last_applied().index, node.sm.state_hash());
+        self.inv
+            .state_after(id, index, hash, false)
+            .map_err(|v| self.fail(FailureKind::Safety, v))?;
+        let node = &mut self.nodes[n];
         let mut done = Vec::new();
         for (e, resp) in entries.iter().zip(responses) {
             if let Some((pid, client, op)) = node.pending.remove(&e.id.index) {
@@ -676,7 +927,40 @@ impl Sim {
                 self.complete(client, outcome);
             }
         }
+        self.serve_reads(n);
         Ok(())
+    }
+
+    /// Replaces node `n`'s state machine with a snapshot.
+    fn restore(&mut self, n: usize, snapshot: Snapshot) -> Step {
+        let now = self.now;
+        let node = &mut self.nodes[n];
+        ready(node.sm.restore(snapshot.meta.last, snapshot.data))
+            .map_err(|e| failure(now, FailureKind::Safety, format!("restore failed: {e}")))?;
+        let (id, index, hash) = (node.id, node.sm.last_applied().index, node.sm.state_hash());
+        self.report.snapshots_installed += 1;
+        self.inv
+            .state_after(id, index, hash, true)
+            .map_err(|v| self.fail(FailureKind::Safety, v))?;
+        self.serve_reads(n);
+        Ok(())
+    }
+
+    /// Answers the confirmed reads whose index node `n` has applied, from
+    /// its own state machine.
+    fn serve_reads(&mut self, n: usize) {
+        let applied = self.nodes[n].sm.last_applied().index;
+        let reads = std::mem::take(&mut self.nodes[n].ready_reads);
+        let (due, waiting): (Vec<_>, Vec<_>) = reads.into_iter().partition(|r| r.0 <= applied);
+        self.nodes[n].ready_reads = waiting;
+        for (_, _, client, op, key) in due {
+            if self.clients[client].current != Some(op) {
+                continue;
+            }
+            let value = self.nodes[n].sm.get(&key).map(|v| v.to_vec());
+            self.report.reads_served += 1;
+            self.complete(client, Outcome::Ok(KvResult::Value(value)));
+        }
     }
 
     fn transmit(&mut self, env: Envelope) {
@@ -706,7 +990,18 @@ impl Sim {
         node.staged_last = None;
         node.sm = KvStateMachine::default();
         let pending = std::mem::take(&mut node.pending);
-        for (_, (_, client, op)) in pending {
+        let reads = std::mem::take(&mut node.reads);
+        let ready_reads = std::mem::take(&mut node.ready_reads);
+        let ops = pending
+            .into_values()
+            .map(|(_, client, op)| (client, op))
+            .chain(reads.into_values().map(|(client, op, _)| (client, op)))
+            .chain(
+                ready_reads
+                    .into_iter()
+                    .map(|(_, _, client, op, _)| (client, op)),
+            );
+        for (client, op) in ops.collect::<Vec<_>>() {
             if self.clients[client].current == Some(op) {
                 self.complete(client, Outcome::Unknown);
             }
@@ -717,22 +1012,15 @@ impl Sim {
         if self.nodes[n].engine.is_some() {
             return Ok(());
         }
-        let voters = self.voters();
         let node = &mut self.nodes[n];
         node.incarnation += 1;
         let (compacted, entries) = Self::durable_entries(node);
-        let engine = Self::make_engine(
-            &self.cfg,
-            &voters,
-            node,
-            self.now,
-            (compacted, entries.clone()),
-        );
+        let engine = Self::make_engine(&self.cfg, node, self.now, (compacted, entries.clone()));
         let id = node.id;
         self.inv.restarted(id);
         self.nodes[n].mirror = self
             .inv
-            .rebuild(id, &entries)
+            .rebuild(id, compacted, &entries)
             .map_err(|v| self.fail(FailureKind::Safety, v))?;
         self.nodes[n].engine = Some(engine);
         self.process(n)
@@ -827,7 +1115,143 @@ impl Sim {
             _ => {
                 // Skew one node's clock rate.
                 let i = self.rng.range(0, n as u64) as usize;
-                self.nodes[i].rate = self.rng.range(700, 1400);
+                let rate = self.rng.range(MIN_RATE, MAX_RATE + 1);
+                let now = self.now;
+                self.nodes[i].set_rate(now, rate);
+            }
+        }
+    }
+
+    /// One administrative action on the group, aimed at the current leader
+    /// (errors such as a change already in progress are part of the test).
+    fn admin(&mut self, fresh_leader: bool) -> Step {
+        let Some(leader) = self.leader() else {
+            return Ok(());
+        };
+        let total = self.nodes.len() as u64;
+        let pick_node = |rng: &mut SimRng| NodeId(rng.range(1, total + 1));
+        let engine = self.nodes[leader].engine.as_ref().expect("leader runs");
+        let membership = engine.membership().clone();
+        let previous = self.changed_by.filter(|&p| p != engine.id());
+        let choice = match previous {
+            // An operator replaces the leader that went away mid-change.
+            Some(_) if fresh_leader && self.rng.chance(500) => 100,
+            _ => self.rng.range(0, 10),
+        };
+        let change = match choice {
+            100 => previous.map(MembershipChange::Remove),
+            0 | 1 => Some(MembershipChange::AddLearner(pick_node(&mut self.rng))),
+            2 | 3 => {
+                let learners: Vec<NodeId> = membership.learners.iter().copied().collect();
+                (!learners.is_empty()).then(|| MembershipChange::Promote(self.rng.pick(&learners)))
+            }
+            4 => Some(MembershipChange::Remove(pick_node(&mut self.rng))),
+            5 => {
+                // Replace several voters at once (joint consensus): any
+                // non-empty set of current members.
+                let members: Vec<NodeId> = membership.members().into_iter().collect();
+                let voters: std::collections::BTreeSet<NodeId> = members
+                    .iter()
+                    .copied()
+                    .filter(|_| self.rng.chance(600))
+                    .collect();
+                (!voters.is_empty()).then_some(MembershipChange::ReplaceVoters(voters))
+            }
+            6 | 7 => {
+                let target = if self.rng.chance(500) {
+                    None
+                } else {
+                    Some(pick_node(&mut self.rng))
+                };
+                let engine = self.nodes[leader].engine.as_mut().expect("leader runs");
+                if engine.transfer_leader(target).is_ok() {
+                    self.report.transfers += 1;
+                }
+                return self.process(leader);
+            }
+            _ => {
+                let n = self.rng.range(0, total) as usize;
+                if let Some(engine) = self.nodes[n].engine.as_mut() {
+                    engine.trigger_snapshot();
+                    return self.process(n);
+                }
+                None
+            }
+        };
+        if let Some(change) = change {
+            let before = membership.voters.clone();
+            let engine = self.nodes[leader].engine.as_mut().expect("leader runs");
+            let after_leader = engine.id();
+            if engine.change_membership(change).is_ok() {
+                self.report.membership_changes += 1;
+                let after = engine.membership().clone();
+                self.report.max_voters = self.report.max_voters.max(after.voters.len());
+                let replaced = before.difference(&after.voters).count();
+                self.report.max_replaced = self.report.max_replaced.max(replaced);
+                self.changed_by = Some(after_leader);
+                // A leader that dies or is cut off right after appending a
+                // change leaves it uncommitted on a few nodes only.
+                if self.cfg.random_faults && self.rng.chance(400) {
+                    if self.rng.chance(500) {
+                        let soon = self.rng.range(1, 10);
+                        self.schedule(soon, Event::CrashLeader);
+                    } else {
+                        // Cut off with the node the change added, if any.
+                        let added: Vec<usize> = after
+                            .voters
+                            .difference(&before)
+                            .map(|id| (id.0 - 1) as usize)
+                            .collect();
+                        self.isolate_with(leader, &added);
+                    }
+                }
+            }
+            return self.process(leader);
+        }
+        Ok(())
+    }
+
+    /// Cuts `n` and `with` off from every other node.
+    fn isolate_with(&mut self, n: usize, with: &[usize]) {
+        self.report.partitions += 1;
+        self.net.blocked.clear();
+        let side: Vec<usize> = std::iter::once(n).chain(with.iter().copied()).collect();
+        for a in side.iter().copied() {
+            for b in (0..self.nodes.len()).filter(|b| !side.contains(b)) {
+                self.net.blocked.insert((a, b));
+                self.net.blocked.insert((b, a));
+            }
+        }
+    }
+
+    /// With `TRACE` set, prints every engine's state (for debugging a
+    /// failed run).
+    fn dump(&self) {
+        if std::env::var("TRACE").is_err() {
+            return;
+        }
+        for n in &self.nodes {
+            if let Some(e) = &n.engine {
+                eprintln!(
+                    "{} {:?} {} leader={:?} {} (at {}) last={} commit={} applied={} compacted={} \
+                     transfer={:?}",
+                    n.id,
+                    e.role(),
+                    e.term(),
+                    e.leader(),
+                    e.membership(),
+                    e.membership_index(),
+                    e.last_log_id(),
+                    e.commit_index(),
+                    n.sm.last_applied(),
+                    e.compacted(),
+                    e.transfer_target()
+                );
+                for peer in e.membership().members() {
+                    if let Some(p) = e.progress(peer) {
+                        eprintln!("    {peer}: {p:?}");
+                    }
+                }
             }
         }
     }
@@ -882,27 +1306,42 @@ impl Sim {
     fn converge(&mut self) -> Step {
         self.clients.iter_mut().for_each(|c| c.current = None);
         // Everything in the leader's log will commit once all nodes talk.
-        let target = self
+        // Nodes removed from the group are left alone; every member must
+        // converge.
+        let leader = self
             .nodes
             .iter()
             .filter_map(|n| n.engine.as_ref())
             .filter(|e| e.role() == Role::Leader)
-            .max_by_key(|e| e.term())
-            .map(|e| e.last_log_id().index)
-            .unwrap_or_default();
+            .max_by_key(|e| e.term());
+        let target = leader.map(|e| e.last_log_id().index).unwrap_or_default();
+        let members = leader.map(|e| e.membership().members()).unwrap_or_default();
+        let is_member = |n: &Node| members.contains(&n.id);
         // A replica far behind catches up one message per round trip (a
         // network delay, a flush and the answer, at most about 60 ms here),
-        // and a message holds `max_append_entries` entries with
-        // `max_inflight` messages in flight: the bound grows with the lag.
+        // and a message holds `max_append_entries` entries (fewer when
+        // `max_append_bytes` is small) with `max_inflight` messages in
+        // flight: the bound grows with the lag.
         let behind = self
             .nodes
             .iter()
+            .filter(|n| is_member(n))
             .map(|n| target.0.saturating_sub(n.sm.last_applied().index.0))
             .max()
             .unwrap_or(0);
         let config = self.cfg.engine_config();
-        let per_round_trip = (config.max_append_entries * config.max_inflight) as u64;
+        // Entries here are under 64 bytes each (with their header).
+        let per_message = config
+            .max_append_entries
+            .min((config.max_append_bytes / 64).max(1));
+        let per_round_trip = (per_message * config.max_inflight) as u64;
         let deadline = self.now + RECOVERY_BOUND_MS + behind * 60 / per_round_trip;
+        if std::env::var("TRACE").is_ok() {
+            eprintln!(
+                "converge from {} to {target}: {behind} behind, deadline {deadline}",
+                self.now
+            );
+        }
         while let Some(s) = self.queue.pop() {
             self.now = s.at;
             if matches!(
@@ -911,6 +1350,7 @@ impl Sim {
                     | Event::ClientTimeout(..)
                     | Event::Fault
                     | Event::CrashLeader
+                    | Event::Admin { .. }
             ) {
                 continue;
             }
@@ -918,11 +1358,13 @@ impl Sim {
             let done = self
                 .nodes
                 .iter()
+                .filter(|n| is_member(n))
                 .all(|n| n.sm.last_applied().index >= target);
             if done {
                 let hashes: BTreeSet<(LogIndex, u64)> = self
                     .nodes
                     .iter()
+                    .filter(|n| is_member(n))
                     .map(|n| (n.sm.last_applied().index, n.sm.state_hash()))
                     .collect();
                 if hashes.len() == 1 {
@@ -930,6 +1372,7 @@ impl Sim {
                 }
             }
             if self.now > deadline {
+                self.dump();
                 let applied: Vec<_> = self
                     .nodes
                     .iter()
@@ -947,7 +1390,7 @@ impl Sim {
     // ----- clients -----
 
     fn client_start(&mut self, c: usize) -> Step {
-        if self.clients[c].current.is_some() {
+        if self.clients[c].current.is_some() || self.clients_paused {
             return Ok(());
         }
         let key = format!("k{}", self.rng.range(0, self.cfg.keys as u64)).into_bytes();
@@ -966,6 +1409,11 @@ impl Sim {
             },
             _ => KvOp::Delete { key: key.clone() },
         };
+        let read_mode = match (&op, self.rng.range(0, 4)) {
+            (KvOp::Get { .. }, 1) => Some(ReadMode::ReadIndex),
+            (KvOp::Get { .. }, 2) => Some(ReadMode::Lease),
+            _ => None,
+        };
         let command = to_command(&op).encode();
         let target = self.clients[c].leader_guess;
         let op_index = self.history.len();
@@ -983,6 +1431,31 @@ impl Sim {
             self.complete(c, Outcome::Failed);
             return Ok(());
         };
+        if let (Some(mode), KvOp::Get { key }) = (read_mode, &self.history[op_index].op) {
+            let key = key.clone();
+            let follower = engine.role() != Role::Leader;
+            self.seq += 1;
+            let read_id = self.seq;
+            return match engine.read(read_id, mode) {
+                Ok(()) => {
+                    if follower {
+                        self.report.follower_reads += 1;
+                    } else if mode == ReadMode::Lease {
+                        self.report.lease_reads += 1;
+                    }
+                    self.nodes[target].reads.insert(read_id, (c, op_index, key));
+                    self.schedule(CLIENT_TIMEOUT_MS, Event::ClientTimeout(c, op_index));
+                    self.process(target)
+                }
+                Err(ReadError::NotLeader { .. }) => {
+                    self.clients[c].leader_guess =
+                        self.rng.range(0, self.nodes.len() as u64) as usize;
+                    self.complete(c, Outcome::Failed);
+                    Ok(())
+                }
+                Err(e) => Err(self.fail(FailureKind::Safety, format!("unexpected error {e}"))),
+            };
+        }
         match engine.propose(command) {
             Ok(id) => {
                 self.nodes[target]
@@ -996,6 +1469,11 @@ impl Sim {
                     Some(l) => (l.0 - 1) as usize,
                     None => self.rng.range(0, self.nodes.len() as u64) as usize,
                 };
+                self.complete(c, Outcome::Failed);
+                Ok(())
+            }
+            Err(ProposeError::TransferInProgress { target }) => {
+                self.clients[c].leader_guess = (target.0 - 1) as usize;
                 self.complete(c, Outcome::Failed);
                 Ok(())
             }

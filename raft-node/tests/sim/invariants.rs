@@ -23,23 +23,39 @@ fn chain(prev: u64, e: &Entry) -> u64 {
     h.finish()
 }
 
-/// One node's log as the checker sees it: ids and prefix hashes.
+/// One node's log as the checker sees it: ids and prefix hashes of the
+/// entries after its compaction point (`base`).
 #[derive(Clone, Debug, Default)]
 pub struct LogMirror {
+    base: LogId,
+    base_hash: u64,
     ids: Vec<LogId>,
     prefix: Vec<u64>,
 }
 
 impl LogMirror {
     pub fn prefix_hash(&self, index: LogIndex) -> Option<u64> {
-        if index.0 == 0 {
-            return Some(0);
+        if index == self.base.index {
+            return Some(self.base_hash);
         }
-        self.prefix.get(index.0 as usize - 1).copied()
+        let offset = index.0.checked_sub(self.base.index.0 + 1)?;
+        self.prefix.get(offset as usize).copied()
+    }
+
+    fn id_at(&self, index: LogIndex) -> Option<LogId> {
+        if index == self.base.index {
+            return Some(self.base);
+        }
+        let offset = index.0.checked_sub(self.base.index.0 + 1)?;
+        self.ids.get(offset as usize).copied()
     }
 
     pub fn last_index(&self) -> LogIndex {
-        LogIndex(self.ids.len() as u64)
+        LogIndex(self.base.index.0 + self.ids.len() as u64)
+    }
+
+    fn last_id(&self) -> LogId {
+        self.ids.last().copied().unwrap_or(self.base)
     }
 }
 
@@ -56,6 +72,9 @@ pub struct Invariants {
     applied: Vec<u64>,
     /// Commit index seen per node incarnation.
     commit_seen: BTreeMap<NodeId, LogIndex>,
+    /// State machine hash after applying up to an index (recorded at the
+    /// end of apply batches).
+    state_at: BTreeMap<LogIndex, u64>,
 }
 
 pub type Violation = String;
@@ -69,22 +88,21 @@ impl Invariants {
         entries: &[Entry],
     ) -> Result<(), Violation> {
         for e in entries {
-            let index = e.id.index.0 as usize;
-            if index != mirror.ids.len() + 1 {
+            if e.id.index != mirror.last_index().next() {
                 return Err(format!(
                     "{node} appended {} but its log ends at {}",
                     e.id,
-                    mirror.ids.len()
+                    mirror.last_index()
                 ));
             }
-            if mirror.ids.last().is_some_and(|last| last.term > e.id.term) {
+            if mirror.last_id().term > e.id.term {
                 return Err(format!(
                     "{node} appended {} after an entry of a later term {}",
                     e.id,
-                    mirror.ids.last().map_or(Term(0), |l| l.term)
+                    mirror.last_id().term
                 ));
             }
-            let prev = mirror.prefix.last().copied().unwrap_or(0);
+            let prev = mirror.prefix.last().copied().unwrap_or(mirror.base_hash);
             let hash = chain(prev, e);
             // Log matching: two logs holding an entry with the same index
             // and term are identical up to it.
@@ -115,15 +133,67 @@ impl Invariants {
         from: LogIndex,
     ) -> Result<(), Violation> {
         let i = from.0 as usize;
-        if i >= 1
-            && i <= self.committed.len()
-            && mirror.prefix_hash(from) == Some(self.committed[i - 1])
-        {
+        if from <= mirror.base.index {
+            return Err(format!(
+                "{node} truncated from {from}, at or before its compaction point {}",
+                mirror.base
+            ));
+        }
+        if i <= self.committed.len() && mirror.prefix_hash(from) == Some(self.committed[i - 1]) {
             return Err(format!("{node} truncated the committed entry at {from}"));
         }
-        let keep = (from.0 as usize).saturating_sub(1);
+        let keep = (from.0 - mirror.base.index.0 - 1) as usize;
         mirror.ids.truncate(keep);
         mirror.prefix.truncate(keep);
+        Ok(())
+    }
+
+    /// A node compacted its log up to `upto` (after a snapshot, its own or
+    /// the leader's). A snapshot holds only committed entries, and whatever
+    /// log the node keeps after it must continue the committed log.
+    pub fn compacted(
+        &mut self,
+        node: NodeId,
+        mirror: &mut LogMirror,
+        upto: LogId,
+        commit: LogIndex,
+    ) -> Result<(), Violation> {
+        if upto.index <= mirror.base.index {
+            return Ok(());
+        }
+        let holds = mirror.id_at(upto.index) == Some(upto);
+        if holds {
+            // The node may know of commits the checker has not yet observed.
+            self.learn_committed(node, mirror, commit.min(upto.index))?;
+        }
+        let i = upto.index.0 as usize;
+        let Some(&hash) = self.committed.get(i - 1) else {
+            return Err(format!(
+                "{node} compacted up to {upto}, past the committed log (ends at {})",
+                self.committed.len()
+            ));
+        };
+        if holds {
+            if mirror.prefix_hash(upto.index) != Some(hash) {
+                return Err(format!(
+                    "{node} compacted up to {upto}, but its log up to there differs from the \
+                     committed log"
+                ));
+            }
+            let drop = (upto.index.0 - mirror.base.index.0) as usize;
+            mirror.ids.drain(..drop);
+            mirror.prefix.drain(..drop);
+        } else if mirror.last_index() > upto.index {
+            return Err(format!(
+                "{node} installed a snapshot up to {upto} but keeps the log after it, which \
+                 conflicts with the snapshot (figure 13: a conflicting log is discarded)"
+            ));
+        } else {
+            mirror.ids.clear();
+            mirror.prefix.clear();
+        }
+        mirror.base = upto;
+        mirror.base_hash = hash;
         Ok(())
     }
 
@@ -163,7 +233,7 @@ impl Invariants {
         // §5.4.2: a leader decides commitment only by counting replicas of
         // an entry of its own term.
         if is_leader && commit > *seen {
-            let committed_term = mirror.ids.get(commit.0 as usize - 1).map(|id| id.term);
+            let committed_term = mirror.id_at(commit).map(|id| id.term);
             if committed_term != Some(term) {
                 return Err(format!(
                     "{node}, leader of {term}, advanced its commit index to {commit}, an entry of \
@@ -185,9 +255,20 @@ impl Invariants {
                 mirror.last_index()
             ));
         }
-        // Committed prefixes agree across nodes and never change.
+        self.learn_committed(node, mirror, commit)?;
+        Ok(new_leader)
+    }
+
+    /// Committed prefixes agree across nodes and never change; the global
+    /// committed log grows with what `node` knows committed.
+    fn learn_committed(
+        &mut self,
+        node: NodeId,
+        mirror: &LogMirror,
+        commit: LogIndex,
+    ) -> Result<(), Violation> {
         let overlap = self.committed.len().min(commit.0 as usize);
-        if overlap > 0
+        if overlap as u64 > mirror.base.index.0
             && mirror.prefix_hash(LogIndex(overlap as u64)) != Some(self.committed[overlap - 1])
         {
             return Err(format!(
@@ -196,9 +277,12 @@ impl Invariants {
             ));
         }
         for i in self.committed.len()..commit.0 as usize {
-            self.committed.push(mirror.prefix[i]);
+            let hash = mirror
+                .prefix_hash(LogIndex(i as u64 + 1))
+                .ok_or_else(|| format!("{node} committed index {} it does not hold", i + 1))?;
+            self.committed.push(hash);
         }
-        Ok(new_leader)
+        Ok(())
     }
 
     /// A node restarted: its volatile commit index starts over.
@@ -234,9 +318,46 @@ impl Invariants {
         Ok(())
     }
 
+    /// The state machine's hash after applying everything up to `index`:
+    /// every replica must have the same state there.
+    pub fn state_after(
+        &mut self,
+        node: NodeId,
+        index: LogIndex,
+        hash: u64,
+        restored: bool,
+    ) -> Result<(), Violation> {
+        match self.state_at.get(&index) {
+            Some(&h) if h != hash => Err(format!(
+                "{node} {} a state at {index} that differs from another replica's",
+                if restored { "restored" } else { "applied" }
+            )),
+            Some(_) => Ok(()),
+            None => {
+                self.state_at.insert(index, hash);
+                Ok(())
+            }
+        }
+    }
+
     /// Mirror of a restarted node, built from its durable log.
-    pub fn rebuild(&mut self, node: NodeId, entries: &[Entry]) -> Result<LogMirror, Violation> {
-        let mut mirror = LogMirror::default();
+    pub fn rebuild(
+        &mut self,
+        node: NodeId,
+        compacted: LogId,
+        entries: &[Entry],
+    ) -> Result<LogMirror, Violation> {
+        let base_hash = match compacted.index.0 as usize {
+            0 => 0,
+            i => *self.committed.get(i - 1).ok_or_else(|| {
+                format!("{node} restarted with a log compacted past the committed log")
+            })?,
+        };
+        let mut mirror = LogMirror {
+            base: compacted,
+            base_hash,
+            ..LogMirror::default()
+        };
         self.appended(node, &mut mirror, entries)?;
         Ok(mirror)
     }

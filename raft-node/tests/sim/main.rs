@@ -13,6 +13,7 @@
 // A test crate: its items are shared between its own modules only.
 #![allow(missing_docs, unreachable_pub)]
 
+mod cases;
 mod cluster;
 mod invariants;
 mod lin;
@@ -78,7 +79,30 @@ fn assert_exercised(nodes: usize, reports: &[SimReport]) {
             reports.iter().any(|r| r.leader_terms > 1),
             "leadership never changed"
         );
+        assert!(sum(|r| r.transfers) > 0, "no leader transfer");
+        assert!(sum(|r| r.follower_reads) > 0, "no follower read");
     }
+    assert!(sum(|r| r.membership_changes) > 0, "no membership change");
+    assert!(sum(|r| r.snapshots_built) > 0, "no snapshot built");
+    assert!(sum(|r| r.snapshots_installed) > 0, "no snapshot installed");
+    assert!(sum(|r| r.lease_reads) > 0, "no lease read");
+    assert!(sum(|r| r.reads_served) > 0, "no read served");
+    let max = |f: fn(&SimReport) -> usize| reports.iter().map(f).max().unwrap_or(0);
+    println!(
+        "{nodes} nodes, {} seeds: {} membership changes (most voters {}, most replaced at \
+         once {}), {} transfers, {} snapshots built, {} installed or restored, {} reads served \
+         ({} on followers, {} by lease)",
+        reports.len(),
+        sum(|r| r.membership_changes),
+        max(|r| r.max_voters),
+        max(|r| r.max_replaced),
+        sum(|r| r.transfers),
+        sum(|r| r.snapshots_built),
+        sum(|r| r.snapshots_installed),
+        sum(|r| r.reads_served),
+        sum(|r| r.follower_reads),
+        sum(|r| r.lease_reads),
+    );
 }
 
 #[test]

@@ -8,8 +8,12 @@
 
 mod commit;
 mod election;
+mod membership;
+mod read;
 mod replication;
 mod robustness;
+mod snapshot;
+mod transfer;
 mod vote;
 
 use std::collections::BTreeMap;
@@ -17,8 +21,9 @@ use std::collections::BTreeMap;
 use bytes::Bytes;
 use raft_api::{
     AppendRequest, AppendResponse, Config, ConflictHint, Entry, Envelope, GroupId, HardState,
-    HeartbeatRequest, HeartbeatResponse, Hlc, LogId, LogIndex, Message, NodeId, Payload, Snapshot,
-    Term, VoteRequest, VoteResponse,
+    HeartbeatRequest, HeartbeatResponse, Hlc, LogId, LogIndex, Membership, Message, NodeId,
+    Payload, Snapshot, SnapshotChunk, SnapshotMeta, SnapshotResponse, Term, VoteRequest,
+    VoteResponse,
 };
 
 use super::{Action, Engine, EngineInit, ReadMode, Role};
@@ -187,17 +192,21 @@ fn vote_resp(granted: bool) -> Message {
     Message::VoteResp(VoteResponse { granted })
 }
 
+/// An append of the leader's first replication stream to the receiver
+/// (stream 0); [`on_stream`] moves any message to another stream.
 fn append(prev: LogId, entries: Vec<Entry>, commit: u64) -> Message {
     Message::Append(AppendRequest {
         prev,
         entries,
         commit: LogIndex(commit),
+        stream: 0,
     })
 }
 
 fn success(matched: u64) -> Message {
     Message::AppendResp(AppendResponse::Success {
         matched: LogIndex(matched),
+        stream: 0,
     })
 }
 
@@ -208,7 +217,23 @@ fn conflict(rejected: u64, hint_index: u64, hint_term: Option<u64>) -> Message {
             index: LogIndex(hint_index),
             term: hint_term.map(Term),
         },
+        stream: 0,
     })
+}
+
+/// `msg` on replication stream `stream` (a node re-added in the term is on
+/// a new stream).
+fn on_stream(stream: u64, mut msg: Message) -> Message {
+    match &mut msg {
+        Message::Append(r) => r.stream = stream,
+        Message::AppendResp(
+            AppendResponse::Success { stream: s, .. } | AppendResponse::Conflict { stream: s, .. },
+        ) => *s = stream,
+        Message::Snapshot(c) => c.stream = stream,
+        Message::SnapshotResp(r) => r.stream = stream,
+        _ => {}
+    }
+    msg
 }
 
 fn heartbeat(commit: u64) -> Message {
@@ -224,7 +249,99 @@ fn heartbeat_round(commit: u64, round: u64) -> Message {
 }
 
 fn heartbeat_resp() -> Message {
-    Message::HeartbeatResp(HeartbeatResponse { round: 0 })
+    heartbeat_resp_round(0)
+}
+
+/// An answer to a heartbeat of round `round`.
+fn heartbeat_resp_round(round: u64) -> Message {
+    Message::HeartbeatResp(HeartbeatResponse { round })
+}
+
+/// A simple membership of `voters` and `learners`.
+fn members(voters: &[u64], learners: &[u64]) -> Membership {
+    let mut m = Membership::new(voters.iter().copied().map(NodeId));
+    m.learners = learners.iter().copied().map(NodeId).collect();
+    m
+}
+
+/// A membership entry, as a leader would replicate it.
+fn membership_ent(term: u64, index: u64, membership: Membership) -> Entry {
+    Entry {
+        id: lid(term, index),
+        timestamp: Hlc::default(),
+        payload: Payload::Membership(membership),
+    }
+}
+
+/// A snapshot covering up to `last`, with the membership of `voters`.
+fn snap(last: LogId, voters: &[u64], data: &'static [u8]) -> Snapshot {
+    Snapshot {
+        meta: SnapshotMeta {
+            last,
+            membership: members(voters, &[]),
+        },
+        data: Bytes::from_static(data),
+    }
+}
+
+/// The chunk of `snapshot` of `len` bytes at `offset`.
+fn chunk(snapshot: &Snapshot, offset: usize, len: usize) -> Message {
+    Message::Snapshot(SnapshotChunk {
+        meta: snapshot.meta.clone(),
+        total: snapshot.data.len() as u64,
+        offset: offset as u64,
+        data: snapshot.data.slice(offset..offset + len),
+        stream: 0,
+    })
+}
+
+fn snapshot_resp(last: LogId, received: u64, installed: bool) -> Message {
+    Message::SnapshotResp(SnapshotResponse {
+        last,
+        received,
+        installed,
+        stream: 0,
+    })
+}
+
+/// For a leader just made by [`elect`]: its log is durable and every voter
+/// acknowledged all of it, so its blank entry is committed; drains the
+/// actions.
+fn commit_all(e: &mut Engine) {
+    let (me, term, last) = (e.id().0, e.term().0, e.last_log_id());
+    e.on_persisted(Some(last));
+    let peers: Vec<u64> = e
+        .membership()
+        .all_voters()
+        .iter()
+        .map(|v| v.0)
+        .filter(|&v| v != me)
+        .collect();
+    for p in peers {
+        step(e, env(p, me, term, success(last.index.0)));
+    }
+    assert_eq!(e.commit_index(), last.index);
+    e.take_actions();
+}
+
+/// The messages among `actions` (sent at once or after the flush).
+fn messages(actions: &[Action]) -> Vec<Envelope> {
+    actions
+        .iter()
+        .filter_map(|a| match a {
+            Action::Send(m) | Action::SendAfterPersist(m) => Some(m.clone()),
+            _ => None,
+        })
+        .collect()
+}
+
+/// Steps into `e` every message of `actions` addressed to it.
+fn deliver(actions: &[Action], e: &mut Engine) {
+    for m in messages(actions) {
+        if m.to == e.id() {
+            step(e, m);
+        }
+    }
 }
 
 /// Steps a message that must be accepted.
@@ -292,6 +409,8 @@ struct Cluster {
     reads: BTreeMap<NodeId, BTreeMap<u64, Option<LogIndex>>>,
     /// Messages dropped instead of delivered: (from, to).
     cut: Vec<(u64, u64)>,
+    /// Every message sent, delivered or dropped, in order.
+    sent: Vec<Envelope>,
 }
 
 impl Cluster {
@@ -302,7 +421,25 @@ impl Cluster {
             restored: BTreeMap::new(),
             reads: BTreeMap::new(),
             cut: Vec::new(),
+            sent: Vec::new(),
         }
+    }
+
+    /// Advances every node's clock to `now`, then runs.
+    fn tick(&mut self, now: u64) {
+        for e in self.nodes.values_mut() {
+            e.tick(now);
+        }
+        self.run();
+    }
+
+    /// The messages sent from `from` to `to`, delivered or not, in order.
+    fn sent_between(&self, from: u64, to: u64) -> Vec<&Message> {
+        self.sent
+            .iter()
+            .filter(|m| m.from == NodeId(from) && m.to == NodeId(to))
+            .map(|m| &m.msg)
+            .collect()
     }
 
     fn node(&self, id: u64) -> &Engine {
@@ -362,6 +499,7 @@ impl Cluster {
             if !busy {
                 return;
             }
+            self.sent.extend(messages.iter().cloned());
             for m in messages {
                 let to = m.to;
                 if self.cut.contains(&(m.from.0, to.0)) {

@@ -50,10 +50,12 @@ fn any_message(rng: &mut Rng) -> Message {
                 prev,
                 entries,
                 commit: LogIndex(any_u64(rng)),
+                stream: rng.range(0, 2),
             })
         }
         5 => Message::AppendResp(AppendResponse::Success {
             matched: LogIndex(any_u64(rng)),
+            stream: rng.range(0, 2),
         }),
         6 => Message::AppendResp(AppendResponse::Conflict {
             rejected: LogIndex(any_u64(rng)),
@@ -61,6 +63,7 @@ fn any_message(rng: &mut Rng) -> Message {
                 index: LogIndex(any_u64(rng)),
                 term: (rng.range(0, 2) == 1).then(|| Term(any_u64(rng))),
             },
+            stream: rng.range(0, 2),
         }),
         7 => Message::Heartbeat(HeartbeatRequest {
             commit: LogIndex(any_u64(rng)),
@@ -83,12 +86,14 @@ fn any_message(rng: &mut Rng) -> Message {
                 total: any_u64(rng),
                 offset: any_u64(rng),
                 data: Bytes::from(vec![7u8; len]),
+                stream: rng.range(0, 2),
             })
         }
         10 => Message::SnapshotResp(raft_api::SnapshotResponse {
             last: any_log_id(rng),
             received: any_u64(rng),
             installed: rng.range(0, 2) == 1,
+            stream: rng.range(0, 2),
         }),
         11 => Message::TimeoutNow,
         12 => Message::ReadIndex(raft_api::ReadIndexRequest { id: any_u64(rng) }),
