@@ -3,10 +3,14 @@
 //! ```text
 //!            inputs                                  outputs (in order)
 //!  tick(now) ─────────────┐                ┌──► SaveHardState / TruncateLog / AppendLog
-//!  step(envelope) ────────┤                │        (stage in the LogStore, then flush)
-//!  propose(bytes) ────────┼──►  Engine  ───┼──► Send(envelope)          (at once)
-//!  campaign() ────────────┤                ├──► SendAfterPersist(env)   (after the flush)
-//!  on_persisted(log id) ──┘                └──► Apply(entries)          (to the state machine)
+//!  step(envelope) ────────┤                │    / SaveSnapshot / CompactLog
+//!  propose(bytes) ────────┤                │        (stage in the LogStore, then flush)
+//!  campaign() ────────────┤                ├──► Send(envelope)          (at once)
+//!  read(id, mode) ────────┼──►  Engine  ───┼──► SendAfterPersist(env)   (after the flush)
+//!  change_membership() ───┤                ├──► Apply / RestoreSnapshot / BuildSnapshot
+//!  transfer_leader() ─────┤                │        (to the state machine, in order)
+//!  on_snapshot_built() ───┤                └──► ReadReady / ReadFailed  (to readers)
+//!  on_persisted(log id) ──┘
 //! ```
 //!
 //! The engine does no I/O, reads no clock and draws randomness only from the
@@ -27,7 +31,13 @@
 //!   conflict hints, pipelining bounded by `max_inflight` and message size;
 //! - commitment only by counting replicas of current-term entries (§5.4.2),
 //!   with a blank entry appended by every new leader (§8);
-//! - committed entries emitted for application in order, exactly once.
+//! - committed entries emitted for application in order, exactly once;
+//! - snapshots and log compaction, snapshots sent in chunks (§7, figure 13);
+//! - membership changes with learners and joint consensus (§6, thesis
+//!   chapter 4), one at a time and only once the leader committed in its
+//!   term;
+//! - leader transfer (thesis §3.10);
+//! - ReadIndex, lease and follower reads (thesis §6.4).
 //!
 //! ```
 //! use raft_api::{Config, GroupId, NodeId};

@@ -102,13 +102,15 @@ impl Engine {
     /// `snapshot_trailing` entries stay, and a leader also keeps what its
     /// streaming followers still need, so a follower a little behind is
     /// never pushed onto the snapshot path (which, with frequent snapshots,
-    /// it might never leave). A follower more than `snapshot_threshold`
-    /// entries further behind does not hold the log back.
+    /// it might never leave). A follower further behind than that by more
+    /// than `snapshot_threshold` (or `snapshot_trailing`, if larger)
+    /// entries does not hold the log back.
     fn compaction_point(&self, last: LogIndex) -> LogIndex {
         let trailing = self.config.snapshot_trailing;
         let mut upto = last.0.saturating_sub(trailing);
         if self.role == Role::Leader {
-            let floor = upto.saturating_sub(self.config.snapshot_threshold);
+            let slack = self.config.snapshot_threshold.max(trailing);
+            let floor = upto.saturating_sub(slack);
             for p in self.progress.values() {
                 if p.state == ReplicationState::Replicate {
                     upto = upto.min(p.matched.0.max(floor));

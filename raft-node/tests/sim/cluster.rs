@@ -169,6 +169,8 @@ pub struct SimReport {
     pub max_voters: usize,
     /// Most voters replaced at once (by a joint change).
     pub max_replaced: usize,
+    /// Changes that removed the leader asking for them.
+    pub leader_removals: u64,
 }
 
 #[derive(Debug)]
@@ -1182,8 +1184,12 @@ impl Sim {
             let before = membership.voters.clone();
             let engine = self.nodes[leader].engine.as_mut().expect("leader runs");
             let after_leader = engine.id();
+            let removes_itself = change == MembershipChange::Remove(after_leader);
             if engine.change_membership(change).is_ok() {
                 self.report.membership_changes += 1;
+                if removes_itself {
+                    self.report.leader_removals += 1;
+                }
                 let after = engine.membership().clone();
                 self.report.max_voters = self.report.max_voters.max(after.voters.len());
                 let replaced = before.difference(&after.voters).count();

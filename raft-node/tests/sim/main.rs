@@ -80,6 +80,7 @@ fn assert_exercised(nodes: usize, reports: &[SimReport]) {
             "leadership never changed"
         );
         assert!(sum(|r| r.transfers) > 0, "no leader transfer");
+        assert!(sum(|r| r.leader_removals) > 0, "no leader removed itself");
         assert!(sum(|r| r.follower_reads) > 0, "no follower read");
     }
     assert!(sum(|r| r.membership_changes) > 0, "no membership change");
@@ -88,14 +89,21 @@ fn assert_exercised(nodes: usize, reports: &[SimReport]) {
     assert!(sum(|r| r.lease_reads) > 0, "no lease read");
     assert!(sum(|r| r.reads_served) > 0, "no read served");
     let max = |f: fn(&SimReport) -> usize| reports.iter().map(f).max().unwrap_or(0);
+    if nodes > 3 {
+        assert!(
+            max(|r| r.max_replaced) > 1,
+            "never replaced several voters at once"
+        );
+    }
     println!(
         "{nodes} nodes, {} seeds: {} membership changes (most voters {}, most replaced at \
-         once {}), {} transfers, {} snapshots built, {} installed or restored, {} reads served \
+         once {}, {} leaders removed themselves), {} transfers, {} snapshots built, {} installed or restored, {} reads served \
          ({} on followers, {} by lease)",
         reports.len(),
         sum(|r| r.membership_changes),
         max(|r| r.max_voters),
         max(|r| r.max_replaced),
+        sum(|r| r.leader_removals),
         sum(|r| r.transfers),
         sum(|r| r.snapshots_built),
         sum(|r| r.snapshots_installed),

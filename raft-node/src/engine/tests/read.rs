@@ -76,13 +76,7 @@ fn case_7_single_voter_read_waits_for_own_term_commit() {
 fn case_7_read_index_waits_for_quorum_heartbeat_round() {
     let mut e = leader();
     e.read(7, ReadMode::ReadIndex).unwrap();
-    assert_eq!(
-        e.take_actions(),
-        vec![
-            send(1, 2, 1, heartbeat_round(1, 1)),
-            send(1, 3, 1, heartbeat_round(1, 1)),
-        ]
-    );
+    assert_eq!(e.take_actions(), round_to_2_and_3(1, 1));
     step(&mut e, env(3, 1, 1, heartbeat_resp()));
     assert_eq!(e.take_actions(), vec![]);
     step(&mut e, env(2, 1, 1, heartbeat_resp_round(1)));
@@ -173,10 +167,7 @@ fn case_7_lease_read_served_without_round_only_within_lease() {
     e.read(8, ReadMode::Lease).unwrap();
     assert_eq!(
         e.take_actions(),
-        vec![
-            send(1, 2, 1, heartbeat_round(1, 1)),
-            send(1, 3, 1, heartbeat_round(1, 1)),
-        ],
+        round_to_2_and_3(1, 1),
         "no lease before a confirmed round"
     );
     e.tick(20);
@@ -196,13 +187,7 @@ fn case_7_lease_read_served_without_round_only_within_lease() {
     e.read(11, ReadMode::Lease).unwrap();
     assert_eq!(e.take_actions(), vec![], "lease over; waits for a round");
     step(&mut e, env(3, 1, 1, heartbeat_resp_round(3)));
-    assert_eq!(
-        e.take_actions(),
-        vec![
-            send(1, 2, 1, heartbeat_round(1, 4)),
-            send(1, 3, 1, heartbeat_round(1, 4)),
-        ]
-    );
+    assert_eq!(e.take_actions(), round_to_2_and_3(1, 4));
     step(&mut e, env(3, 1, 1, heartbeat_resp_round(4)));
     assert_eq!(e.take_actions(), vec![ready(11, 1)]);
 }
@@ -223,23 +208,11 @@ fn case_7_no_lease_read_after_transfer_sent_timeout_now() {
     e.transfer_leader(Some(NodeId(2))).unwrap();
     assert_eq!(e.take_actions(), vec![send(1, 2, 1, Message::TimeoutNow)]);
     e.read(8, ReadMode::Lease).unwrap();
-    assert_eq!(
-        e.take_actions(),
-        vec![
-            send(1, 2, 1, heartbeat_round(1, 2)),
-            send(1, 3, 1, heartbeat_round(1, 2)),
-        ]
-    );
+    assert_eq!(e.take_actions(), round_to_2_and_3(1, 2));
     step(&mut e, env(3, 1, 1, heartbeat_resp_round(2)));
     assert_eq!(e.take_actions(), vec![ready(8, 1)]);
     e.read(9, ReadMode::Lease).unwrap();
-    assert_eq!(
-        e.take_actions(),
-        vec![
-            send(1, 2, 1, heartbeat_round(1, 3)),
-            send(1, 3, 1, heartbeat_round(1, 3)),
-        ]
-    );
+    assert_eq!(e.take_actions(), round_to_2_and_3(1, 3));
 }
 
 /// Case 7 (thesis §6.4): without check-quorum there is no lease: a lease
@@ -254,13 +227,7 @@ fn case_7_no_lease_without_check_quorum() {
     step(&mut e, env(2, 1, 1, heartbeat_resp_round(1)));
     assert_eq!(e.take_actions(), vec![ready(7, 1)]);
     e.read(8, ReadMode::Lease).unwrap();
-    assert_eq!(
-        e.take_actions(),
-        vec![
-            send(1, 2, 1, heartbeat_round(1, 2)),
-            send(1, 3, 1, heartbeat_round(1, 2)),
-        ]
-    );
+    assert_eq!(e.take_actions(), round_to_2_and_3(1, 2));
 }
 
 /// Case 7 (thesis §6.4): a follower asks its leader for a read index and
@@ -285,13 +252,7 @@ fn case_7_follower_read_asks_leader_for_read_index() {
 fn case_7_leader_answers_follower_read_after_quorum_round() {
     let mut e = leader();
     step(&mut e, env(2, 1, 1, read_index_req(5)));
-    assert_eq!(
-        e.take_actions(),
-        vec![
-            send(1, 2, 1, heartbeat_round(1, 1)),
-            send(1, 3, 1, heartbeat_round(1, 1)),
-        ]
-    );
+    assert_eq!(e.take_actions(), round_to_2_and_3(1, 1));
     step(&mut e, env(3, 1, 1, heartbeat_resp_round(1)));
     assert_eq!(
         e.take_actions(),
@@ -420,4 +381,13 @@ fn case_7_fresh_node_has_no_quiet_period() {
             send_after_persist(1, 2, 1, vote_resp(true))
         ]
     );
+}
+
+/// What leader 1 of voters 1, 2, 3 in term 1 sends for heartbeat round
+/// `round` when both followers hold everything up to `commit`.
+fn round_to_2_and_3(commit: u64, round: u64) -> Vec<Action> {
+    vec![
+        send(1, 2, 1, heartbeat_round(commit, round)),
+        send(1, 3, 1, heartbeat_round(commit, round)),
+    ]
 }

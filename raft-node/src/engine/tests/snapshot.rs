@@ -517,7 +517,8 @@ fn s7_chunk_past_image_size_is_malformed() {
 }
 
 /// §7: a follower only `snapshot_trailing` entries behind the leader's
-/// snapshot catches up from the log: the leader kept those entries.
+/// snapshot catches up from the log: the leader kept those entries (and,
+/// since node 3 streams from entry 2, it keeps entry 2 and 3 as well).
 #[test]
 fn s7_follower_within_trailing_entries_catches_up_from_log() {
     let mut l = engine(1, &[1, 2, 3], plain);
@@ -531,7 +532,7 @@ fn s7_follower_within_trailing_entries_catches_up_from_log() {
     assert_eq!(l.commit_index(), LogIndex(5));
     assert!(l.on_snapshot_built(lid(1, 5), Bytes::from_static(b"s")));
     l.take_actions();
-    assert_eq!(l.compacted(), lid(1, 3));
+    assert_eq!(l.compacted(), lid(1, 1));
 
     // Node 3 holds 1..=3 and refuses the append after entry 4.
     step(&mut l, env(3, 1, 1, conflict(4, 4, None)));
@@ -539,5 +540,38 @@ fn s7_follower_within_trailing_entries_catches_up_from_log() {
     assert_eq!(
         l.take_actions(),
         vec![send(1, 3, 1, append(lid(1, 3), tail, 5))]
+    );
+}
+
+/// §7: a leader keeps the entries its streaming followers still need: with
+/// `snapshot_trailing` 2 it would compact up to 8 of 10, but follower 2
+/// has only 7 and follower 3 only 4. Follower 3 is more than the slack (2)
+/// behind the compaction point and does not hold it back past 6.
+#[test]
+fn s7_leader_compaction_spares_streaming_followers() {
+    let mut e = engine(1, &[1, 2, 3], plain);
+    elect(&mut e);
+    for _ in 0..9 {
+        e.propose(Bytes::from_static(b"x")).unwrap();
+    }
+    e.on_persisted(Some(lid(1, 10)));
+    step(&mut e, env(2, 1, 1, success(7)));
+    step(&mut e, env(3, 1, 1, success(4)));
+    assert_eq!(e.commit_index(), LogIndex(7));
+    e.take_actions();
+    step(&mut e, env(2, 1, 1, success(10)));
+    assert_eq!(e.commit_index(), LogIndex(10));
+    e.take_actions();
+    // Follower 2 is now up to date; follower 3 still streams from 5.
+    assert!(e.on_snapshot_built(lid(1, 10), Bytes::from_static(b"s")));
+    let actions = e.take_actions();
+    assert!(
+        actions.contains(&Action::CompactLog { upto: lid(1, 6) }),
+        "{actions:?}"
+    );
+    assert_eq!(e.compacted(), lid(1, 6));
+    assert_eq!(
+        e.progress(NodeId(3)).map(|p| p.state),
+        Some(ReplicationState::Replicate)
     );
 }
