@@ -533,3 +533,38 @@ fn s6_follower_adopts_appended_membership_and_reverts_it_on_truncation() {
     assert_eq!(f.membership(), &members(&[1, 2, 3], &[]));
     assert_eq!(f.membership_index(), LogIndex(0));
 }
+
+/// A follower of voters 1, 2, 3 whose log ends with its own removal (the
+/// membership 1, 2 at index 2), committed up to `commit`.
+fn removed_follower(commit: u64) -> Engine {
+    engine(3, &[1, 2, 3], |init| {
+        init.entries = vec![ent(1, 1), membership_ent(1, 2, members(&[1, 2], &[]))];
+        init.hard_state = hs(1, None, commit);
+    })
+}
+
+/// Case 20 (thesis §4.2.3): a node whose removal is committed never
+/// campaigns again, however long it hears nothing.
+#[test]
+fn case_20_removed_node_stops_campaigning() {
+    let mut e = restarted(removed_follower(2));
+    for now in (200..2000).step_by(100) {
+        e.tick(now);
+        assert_eq!(e.role(), Role::Follower);
+        assert_eq!(e.take_actions(), vec![], "at {now}");
+    }
+    e.campaign();
+    assert_eq!(e.role(), Role::Follower);
+}
+
+/// Thesis §4.2.2: while its removal is not committed, a removed node may
+/// still be needed to commit it, so it still campaigns (in the old
+/// configuration, asking the remaining voters).
+#[test]
+fn s4_2_2_node_removed_by_an_uncommitted_change_still_campaigns() {
+    let mut e = restarted(removed_follower(1));
+    e.tick(1000);
+    assert_eq!(e.role(), Role::PreCandidate);
+    let asked: Vec<u64> = messages(&e.take_actions()).iter().map(|m| m.to.0).collect();
+    assert_eq!(asked, vec![1, 2]);
+}
