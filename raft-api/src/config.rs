@@ -55,6 +55,13 @@ pub struct Config {
     /// after sending a round a quorum answered. The margin must cover how
     /// far clocks of the nodes can drift apart over that time. Default 100.
     pub lease_clock_drift_ms: u64,
+    /// A leader whose group has been idle this long (no proposal, read,
+    /// membership change or transfer; every follower holds the whole log,
+    /// all of it committed) tells its followers to go quiet: no heartbeats
+    /// and no election timers until any message or request arrives. Saves
+    /// the heartbeat traffic of idle groups when a node hosts many. 0 keeps
+    /// groups always active. Default 0.
+    pub quiesce_after_ms: u64,
 }
 
 impl Default for Config {
@@ -73,6 +80,7 @@ impl Default for Config {
             snapshot_chunk_bytes: 1024 * 1024,
             max_promote_lag: 1_000,
             lease_clock_drift_ms: 100,
+            quiesce_after_ms: 0,
         }
     }
 }

@@ -47,9 +47,9 @@ pub use error::{DiscoveryError, StorageError, TransportError};
 pub use hlc::{Hlc, HlcClock};
 pub use membership::{Membership, MembershipError, Snapshot, SnapshotMeta};
 pub use message::{
-    AppendRequest, AppendResponse, ConflictHint, Envelope, HeartbeatRequest, HeartbeatResponse,
-    Message, ReadIndexRequest, ReadIndexResponse, SnapshotChunk, SnapshotResponse, VoteRequest,
-    VoteResponse,
+    AppendRequest, AppendResponse, ConflictHint, Envelope, ForwardOutcome, ForwardRequest,
+    ForwardResponse, HeartbeatRequest, HeartbeatResponse, Message, ReadIndexRequest,
+    ReadIndexResponse, SnapshotChunk, SnapshotResponse, VoteRequest, VoteResponse,
 };
 pub use storage::{LogState, LogStore, StateMachine};
 pub use transport::{Inbox, Transport};

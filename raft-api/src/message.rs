@@ -65,6 +65,14 @@ pub enum Message {
     ReadIndex(ReadIndexRequest),
     /// Answer to a [`Message::ReadIndex`].
     ReadIndexResp(ReadIndexResponse),
+    /// The leader of an idle group tells a follower that holds its whole
+    /// log to stop its election timer until any other message arrives.
+    Quiesce,
+    /// A proposal a follower forwards to its leader on behalf of a caller.
+    /// Handled by the node's driver, not by the Raft engine.
+    Forward(ForwardRequest),
+    /// The outcome of a [`Message::Forward`].
+    ForwardResp(ForwardResponse),
 }
 
 impl Message {
@@ -84,6 +92,9 @@ impl Message {
             Message::TimeoutNow => "TimeoutNow",
             Message::ReadIndex(_) => "ReadIndex",
             Message::ReadIndexResp(_) => "ReadIndexResp",
+            Message::Quiesce => "Quiesce",
+            Message::Forward(_) => "Forward",
+            Message::ForwardResp(_) => "ForwardResp",
         }
     }
 }
@@ -229,4 +240,40 @@ pub struct ReadIndexResponse {
     /// The index the follower must apply before serving the read; `None`
     /// when the leader could not confirm its leadership.
     pub index: Option<LogIndex>,
+}
+
+/// Body of a forwarded proposal.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ForwardRequest {
+    /// Chosen by the forwarding node to match the answer to its caller.
+    pub id: u64,
+    /// The command, exactly as the leader is to propose it.
+    pub command: Bytes,
+}
+
+/// Body of the answer to a forwarded proposal.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ForwardResponse {
+    /// The request answered.
+    pub id: u64,
+    /// The state machine's response, or why there is none.
+    pub outcome: ForwardOutcome,
+}
+
+/// What became of a forwarded proposal.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[non_exhaustive]
+pub enum ForwardOutcome {
+    /// Committed and applied; the state machine's response.
+    Applied(Bytes),
+    /// The receiver is not the leader (the one it knows of, if any); the
+    /// command was not proposed.
+    NotLeader(Option<NodeId>),
+    /// The leader's queue for the group is full; not proposed.
+    Busy,
+    /// Proposed, but leadership changed before it was committed: it may or
+    /// may not be applied later.
+    Unknown,
+    /// Proposed and lost: another entry was committed in its place.
+    Lost,
 }

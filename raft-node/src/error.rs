@@ -21,6 +21,68 @@ pub enum ProposeError {
         /// The node taking over.
         target: NodeId,
     },
+    /// The group's queue of proposals waiting to commit is full (or its
+    /// state machine is too far behind); not proposed. Retry later.
+    #[error("too many proposals in flight for this group; retry later")]
+    Busy,
+    /// No outcome within the proposal timeout: the command may or may not
+    /// be applied later. Retry with the same client session to be sure it
+    /// is applied once.
+    #[error("timed out; the outcome is unknown")]
+    Timeout,
+    /// Leadership changed while the command was in flight: it may or may
+    /// not be applied. Retry with the same client session to be sure.
+    #[error("leadership changed; the outcome is unknown")]
+    Unknown,
+    /// The command was proposed but another entry was committed in its
+    /// place: it will never be applied.
+    #[error("the command was lost in a leadership change and never applied")]
+    Lost,
+    /// The client session already used a higher sequence number; the
+    /// command was not applied and its response is no longer known.
+    #[error("stale client sequence number; not applied")]
+    Stale,
+    /// The command reached the state machine without a valid header (a
+    /// peer running incompatible software); not applied.
+    #[error("malformed command; not applied")]
+    Malformed,
+    /// This node hosts no such group.
+    #[error("unknown group {0}")]
+    UnknownGroup(GroupId),
+    /// The node is shutting down or stopped.
+    #[error("the node is shut down")]
+    Shutdown,
+    /// The group stopped after an unrecoverable error (storage), named here.
+    #[error("the group failed: {0}")]
+    Failed(String),
+}
+
+/// An administrative request (membership, transfer, snapshot, groups) the
+/// node could not carry out.
+#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
+pub enum AdminError {
+    /// The membership change was refused.
+    #[error(transparent)]
+    Change(#[from] ChangeError),
+    /// The leader transfer could not start.
+    #[error(transparent)]
+    Transfer(#[from] TransferError),
+    /// This node hosts no such group.
+    #[error("unknown group {0}")]
+    UnknownGroup(GroupId),
+    /// The group already exists on this node.
+    #[error("group {0} already exists")]
+    GroupExists(GroupId),
+    /// The group's settings cannot work.
+    #[error(transparent)]
+    Config(#[from] raft_api::ConfigError),
+    /// The node is shutting down or stopped.
+    #[error("the node is shut down")]
+    Shutdown,
+    /// The group stopped after an unrecoverable error, or storage failed.
+    #[error("failed: {0}")]
+    Failed(String),
 }
 
 /// A membership change the engine could not accept.
@@ -112,6 +174,15 @@ pub enum ReadError {
     /// Leadership changed before the read was confirmed; retry.
     #[error("leadership changed before the read was confirmed")]
     LeadershipLost,
+    /// Not confirmed within the read timeout.
+    #[error("the read timed out")]
+    Timeout,
+    /// This node hosts no such group.
+    #[error("unknown group {0}")]
+    UnknownGroup(GroupId),
+    /// The node is shutting down or stopped.
+    #[error("the node is shut down")]
+    Shutdown,
 }
 
 /// A message the engine refused to look at.

@@ -5,8 +5,11 @@
 //! actions (persist, send, apply). It does no I/O and needs no async runtime,
 //! so it can be driven by any runtime or by a simulator.
 
+#[cfg(feature = "runtime")]
+pub mod driver;
 pub mod engine;
 pub mod error;
+pub mod session;
 
 pub use engine::{Action, Engine, EngineInit, MembershipChange, ReadMode, Role};
-pub use error::{ChangeError, ProposeError, ReadError, StepError, TransferError};
+pub use error::{AdminError, ChangeError, ProposeError, ReadError, StepError, TransferError};

@@ -62,6 +62,7 @@ impl Engine {
     /// the joint configuration it starts has been left (the leader does
     /// that by itself, see [`membership_index`](Self::membership_index)).
     pub fn change_membership(&mut self, change: MembershipChange) -> Result<LogId, ChangeError> {
+        self.wake(true);
         let result = self.try_change_membership(change);
         self.finish();
         result

@@ -148,6 +148,10 @@ pub struct EngineInit {
     pub seed: u64,
     /// The driver's clock at creation, in milliseconds.
     pub now: u64,
+    /// Added to the driver's clock to get wall-clock time (milliseconds
+    /// since the Unix epoch) for the hybrid logical clock that stamps
+    /// entries; 0 when the driver's clock already is wall time.
+    pub wall_offset_ms: u64,
     /// Durable hard state read back from the log store.
     pub hard_state: HardState,
     /// The entry before the first stored one (log compaction point).
@@ -172,6 +176,7 @@ impl EngineInit {
             config,
             seed: 0,
             now: 0,
+            wall_offset_ms: 0,
             hard_state: HardState::default(),
             compacted: LogId::default(),
             entries: Vec::new(),
@@ -209,6 +214,7 @@ pub struct Engine {
     /// The hard state known durable (as of the last flush reported).
     durable: HardState,
     now: u64,
+    wall_offset_ms: u64,
     election_deadline: u64,
     /// When this node last heard from a live leader (leader stickiness).
     leader_seen_at: Option<u64>,
@@ -237,6 +243,11 @@ pub struct Engine {
     /// Until then (after a restart) this node grants no vote, as if it
     /// heard from a leader: a leader's lease may still count on it.
     quiet_until: u64,
+    /// The group is quiescent: no heartbeats (leader) or election timer
+    /// (follower) until any message or request arrives.
+    quiescent: bool,
+    /// When a proposal, read, membership change or transfer last came.
+    last_activity: u64,
     clock: HlcClock,
     rng: Rng,
     out: Vec<Action>,
@@ -297,6 +308,7 @@ impl Engine {
             drained: init.hard_state,
             durable: init.hard_state,
             now: init.now,
+            wall_offset_ms: init.wall_offset_ms,
             election_deadline: 0,
             leader_seen_at: None,
             votes: BTreeMap::new(),
@@ -311,6 +323,8 @@ impl Engine {
             snapshot_building: false,
             incoming: None,
             quiet_until,
+            quiescent: false,
+            last_activity: init.now,
             clock: HlcClock::new(),
             rng: Rng::new(init.seed ^ init.id.0.rotate_left(32) ^ init.group.0),
             out,
@@ -330,6 +344,10 @@ impl Engine {
     /// heartbeats, check-quorum.
     pub fn tick(&mut self, now: u64) {
         self.now = self.now.max(now);
+        if self.quiescent {
+            self.finish();
+            return;
+        }
         match self.role {
             Role::Leader => self.tick_leader(),
             _ => {
@@ -368,6 +386,12 @@ impl Engine {
                 detail,
             });
         }
+        if matches!(env.msg, Message::Quiesce) {
+            self.handle_quiesce(env.from, env.term);
+            self.finish();
+            return Ok(());
+        }
+        self.wake(false);
         self.step_inner(env);
         self.finish();
         Ok(())
@@ -387,6 +411,7 @@ impl Engine {
         if let Some(t) = &self.transfer {
             return Err(ProposeError::TransferInProgress { target: t.target });
         }
+        self.wake(true);
         let id = self.append_local(Payload::Command(command));
         self.broadcast_append(false);
         self.finish();
@@ -399,6 +424,7 @@ impl Engine {
         if self.role == Role::Leader || !self.may_campaign() {
             return;
         }
+        self.wake(true);
         if self.config.pre_vote {
             self.become_pre_candidate();
         } else {
@@ -483,6 +509,12 @@ impl Engine {
     /// Highest index of this node's log known durable.
     pub fn persisted_index(&self) -> LogIndex {
         self.persisted
+    }
+
+    /// The hybrid logical clock's latest timestamp: entries this node
+    /// stamps as leader are later than every entry it has received.
+    pub fn clock(&self) -> raft_api::Hlc {
+        self.clock.last()
     }
 
     /// Id of the last log entry.
@@ -600,6 +632,71 @@ impl Engine {
             ),
             // Stale answers carry nothing useful.
             _ => {}
+        }
+    }
+
+    /// Whether the group is quiescent (see `Config::quiesce_after_ms`).
+    pub fn is_quiescent(&self) -> bool {
+        self.quiescent
+    }
+
+    /// Leaves quiescence (any message or request does); `activity` marks
+    /// a request that keeps the group busy.
+    fn wake(&mut self, activity: bool) {
+        if activity {
+            self.last_activity = self.now;
+        }
+        if !self.quiescent {
+            return;
+        }
+        self.quiescent = false;
+        self.last_activity = self.now;
+        if self.role == Role::Leader {
+            // Start the check-quorum window and heartbeats afresh: nobody
+            // was expected to talk while quiet.
+            self.next_heartbeat = self.now;
+            self.quorum_check_at = self.now + self.config.election_timeout_min_ms;
+            for p in self.progress.values_mut() {
+                p.recent_active = false;
+            }
+        } else {
+            self.reset_election_deadline();
+        }
+    }
+
+    /// Leader: goes quiet once the group has been idle long enough and
+    /// every member holds the whole log, all of it committed.
+    fn maybe_quiesce(&mut self) {
+        let after = self.config.quiesce_after_ms;
+        let last = self.log.last_index();
+        let idle = after > 0
+            && self.now >= self.last_activity.saturating_add(after)
+            && self.commit == last
+            && self.committed_in_term()
+            && self.transfer.is_none()
+            && self.reads.is_idle()
+            && self.membership_index() <= self.commit
+            && !self.membership().is_joint()
+            && self.progress.values().all(|p| p.matched == last);
+        if idle {
+            self.quiescent = true;
+            for peer in self.peers() {
+                self.send(peer, Message::Quiesce);
+            }
+        }
+    }
+
+    /// A follower told to go quiet by its leader does, if it holds and has
+    /// committed the leader's log (as far as it knows).
+    fn handle_quiesce(&mut self, from: NodeId, term: Term) {
+        if self.role == Role::Follower
+            && term == self.term
+            && self.leader == Some(from)
+            && self.commit == self.log.last_index()
+            && self.incoming.is_none()
+        {
+            self.quiescent = true;
+            self.leader_seen_at = Some(self.now);
         }
     }
 
@@ -735,7 +832,7 @@ impl Engine {
         let id = LogId::new(self.term, self.log.last_index().next());
         let entry = Entry {
             id,
-            timestamp: self.clock.now(self.now),
+            timestamp: self.clock.now(self.now.saturating_add(self.wall_offset_ms)),
             payload,
         };
         self.log.append(std::slice::from_ref(&entry));

@@ -66,6 +66,11 @@ pub(super) struct Reads {
 }
 
 impl Reads {
+    /// Whether no read waits on this leader or its leader.
+    pub(super) fn is_idle(&self) -> bool {
+        self.unindexed.is_empty() && self.pending.is_empty() && self.forwarded.is_empty()
+    }
+
     /// Follower reads whose answer never came fail after their expiry.
     pub(super) fn expire_forwarded(&mut self, now: u64, out: &mut Vec<Action>) {
         self.forwarded.retain(|&(id, _, expiry)| {
@@ -91,6 +96,7 @@ impl Engine {
     /// [`Action::ReadFailed`]. On a follower the read is confirmed through
     /// the leader; with no leader known it fails at once.
     pub fn read(&mut self, id: u64, mode: ReadMode) -> Result<(), ReadError> {
+        self.wake(true);
         match self.role {
             Role::Leader => self.leader_read(id, None, mode),
             _ => match self.leader {

@@ -29,6 +29,7 @@ impl Engine {
         }
         if self.now >= self.next_heartbeat {
             self.broadcast_heartbeat();
+            self.maybe_quiesce();
         }
     }
 
@@ -181,6 +182,12 @@ impl Engine {
                 self.out.push(Action::TruncateLog { from: first });
             }
             let fresh = entries.split_off(new_from);
+            // Merge the leader's clock: should this node lead later, its
+            // entries are stamped after every entry it holds.
+            let wall = self.now.saturating_add(self.wall_offset_ms);
+            for e in &fresh {
+                self.clock.update(wall, e.timestamp);
+            }
             self.log.append(&fresh);
             self.configs_appended(&fresh);
             self.out.push(Action::AppendLog(fresh));

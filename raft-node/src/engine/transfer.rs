@@ -24,6 +24,7 @@ impl Engine {
     /// refused until the transfer completes (this node steps down) or is
     /// abandoned after an election timeout.
     pub fn transfer_leader(&mut self, target: Option<NodeId>) -> Result<NodeId, TransferError> {
+        self.wake(true);
         let result = self.try_transfer(target);
         self.finish();
         result

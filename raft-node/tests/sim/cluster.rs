@@ -123,6 +123,7 @@ impl SimConfig {
             // and a voter ignores candidates for at least 150 / 1.4 real ms
             // after a heartbeat; L = 75 keeps the lease inside that.
             lease_clock_drift_ms: 75,
+            quiesce_after_ms: rng.pick(&[0, 0, 100, 400]),
         }
     }
 }
@@ -414,6 +415,7 @@ impl Sim {
             config: cfg.engine_config(),
             seed: cfg.seed ^ node.id.0.wrapping_mul(0x9E37) ^ (node.incarnation << 40),
             now: node.local_time(now),
+            wall_offset_ms: 0,
             hard_state: node.store.hard_state(GROUP).expect("mem store reads"),
             compacted,
             entries,

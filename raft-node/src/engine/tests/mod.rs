@@ -48,6 +48,7 @@ fn config() -> Config {
         snapshot_chunk_bytes: 4,
         max_promote_lag: 2,
         lease_clock_drift_ms: 30,
+        quiesce_after_ms: 0,
     }
 }
 

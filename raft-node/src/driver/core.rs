@@ -1,0 +1,915 @@
+//! The consensus loop of one node.
+
+use std::collections::{BTreeMap, HashMap};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+
+use bytes::Bytes;
+use raft_api::{
+    Envelope, ForwardOutcome, ForwardRequest, ForwardResponse, GroupId, LogId, LogIndex, LogStore,
+    Membership, Message, NodeId, StateMachine, Term, Transport,
+};
+use tokio::sync::{broadcast, mpsc, oneshot};
+
+use super::apply::{self, ApplyMsg, ApplyShared, Reply, Waiter};
+use super::{
+    Cmd, Consistency, Event, GroupMetrics, Metrics, NodeConfig, NodeMetrics, PeerMetrics,
+    ProposeResult, Shared, StartError, StateMachineFactory,
+};
+use crate::engine::{Action, Engine, EngineInit, MembershipChange, ReadMode, Role};
+use crate::error::{AdminError, ProposeError, ReadError};
+use crate::session::SessionMachine;
+
+/// A proposal this node made for a caller, forwarded to the leader.
+struct Forwarded {
+    reply: oneshot::Sender<ProposeResult>,
+    deadline: Instant,
+}
+
+/// A membership change waiting to be done.
+struct PendingChange {
+    id: LogId,
+    reply: oneshot::Sender<Result<(), AdminError>>,
+}
+
+/// One group on this node.
+struct Group<S> {
+    engine: Engine,
+    apply: mpsc::UnboundedSender<ApplyMsg<S>>,
+    apply_task: tokio::task::JoinHandle<()>,
+    /// Index of the last entry the apply task applied.
+    applied: Arc<AtomicU64>,
+    /// Index of the last entry handed to the apply task.
+    handed: LogIndex,
+    /// Proposals waiting to be applied, by index.
+    pending: BTreeMap<LogIndex, (Waiter, Instant)>,
+    /// Reads waiting for confirmation, by read id.
+    reads: HashMap<u64, (apply::ReadFn<S>, oneshot::Sender<ReadError>, Instant)>,
+    changes: Vec<PendingChange>,
+    /// Last staged entry since the last flush.
+    staged_last: Option<LogId>,
+    staged: bool,
+    /// What was last published (role, leader, term, membership index).
+    published: (Role, Option<NodeId>, Term, LogIndex),
+    failed: Option<String>,
+}
+
+pub(super) struct Core<S, T, L> {
+    config: Arc<NodeConfig>,
+    transport: Arc<T>,
+    store: L,
+    factory: Box<dyn StateMachineFactory<S>>,
+    to_self: mpsc::Sender<Cmd<S>>,
+    shared: Arc<Shared>,
+    events: broadcast::Sender<Event>,
+    groups: BTreeMap<GroupId, Group<S>>,
+    forwarded: HashMap<u64, Forwarded>,
+    next_id: u64,
+    started: Instant,
+    wall_offset_ms: u64,
+    metrics: NodeMetrics,
+    next_balance: Instant,
+    failed: Option<String>,
+}
+
+/// How many queued requests one turn takes at most before it runs the
+/// engines (bounds the latency of a turn).
+const MAX_BATCH: usize = 4096;
+
+impl<S, T, L> Core<S, T, L>
+where
+    S: StateMachine,
+    T: Transport,
+    L: LogStore,
+{
+    #[allow(clippy::too_many_arguments)]
+    pub(super) fn new(
+        config: Arc<NodeConfig>,
+        transport: Arc<T>,
+        store: L,
+        factory: Box<dyn StateMachineFactory<S>>,
+        to_self: mpsc::Sender<Cmd<S>>,
+        shared: Arc<Shared>,
+        events: broadcast::Sender<Event>,
+        groups: &[(GroupId, Vec<NodeId>)],
+    ) -> Result<Self, StartError> {
+        let wall_offset_ms = SystemTime::now()
+            .duration_since(UNIX_EPOCH)
+            .map_or(0, |d| d.as_millis() as u64);
+        let mut core = Self {
+            next_balance: Instant::now() + config.balance_interval,
+            config,
+            transport,
+            store,
+            factory,
+            to_self,
+            shared,
+            events,
+            groups: BTreeMap::new(),
+            forwarded: HashMap::new(),
+            next_id: 1,
+            started: Instant::now(),
+            wall_offset_ms,
+            metrics: NodeMetrics::default(),
+            failed: None,
+        };
+        let mut wanted: BTreeMap<GroupId, Vec<NodeId>> = groups.iter().cloned().collect();
+        for g in core.store.groups()? {
+            wanted.entry(g).or_default();
+        }
+        for (group, voters) in wanted {
+            core.add_group(group, voters)?;
+        }
+        core.publish();
+        Ok(core)
+    }
+
+    fn now_ms(&self) -> u64 {
+        self.started.elapsed().as_millis() as u64
+    }
+
+    /// Creates (or restores from storage) a group and its apply task.
+    fn add_group(&mut self, group: GroupId, voters: Vec<NodeId>) -> Result<(), StartError> {
+        let hard_state = self.store.hard_state(group)?;
+        let log = self.store.log_state(group)?;
+        let entries = if log.last.index > log.compacted.index {
+            self.store.entries(
+                group,
+                log.compacted.index.next()..log.last.index.next(),
+                usize::MAX,
+            )?
+        } else {
+            Vec::new()
+        };
+        let snapshot = self.store.snapshot(group)?;
+        let init = EngineInit {
+            id: self.config.id,
+            group,
+            voters,
+            config: self.config.raft.clone(),
+            seed: self.config.id.0 ^ group.0.rotate_left(17) ^ self.wall_offset_ms,
+            now: self.now_ms(),
+            wall_offset_ms: self.wall_offset_ms,
+            hard_state,
+            compacted: log.compacted,
+            entries,
+            snapshot,
+            // A fresh state machine: the engine restores the snapshot and
+            // re-applies the committed log.
+            applied: LogIndex(0),
+        };
+        let engine = Engine::new(init)?;
+        let machine = SessionMachine::new(self.factory.create(group), self.config.max_sessions);
+        let (apply_tx, apply_rx) = mpsc::unbounded_channel();
+        let applied = Arc::new(AtomicU64::new(0));
+        let task = tokio::spawn(apply::run(
+            machine,
+            apply_rx,
+            self.to_self.clone(),
+            ApplyShared {
+                node: self.config.id,
+                group,
+                transport: self.transport.clone(),
+                applied: applied.clone(),
+                events: self.events.clone(),
+            },
+        ));
+        let published = (Role::Follower, None, Term(0), LogIndex(0));
+        self.groups.insert(
+            group,
+            Group {
+                engine,
+                apply: apply_tx,
+                apply_task: task,
+                applied,
+                handed: LogIndex(0),
+                pending: BTreeMap::new(),
+                reads: HashMap::new(),
+                changes: Vec::new(),
+                staged_last: None,
+                staged: false,
+                published,
+                failed: None,
+            },
+        );
+        let _ = self.events.send(Event::GroupCreated(group));
+        Ok(())
+    }
+
+    /// Runs until shut down.
+    pub(super) async fn run(mut self, mut rx: mpsc::Receiver<Cmd<S>>) {
+        let mut ticker = tokio::time::interval(self.config.tick);
+        ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        loop {
+            let mut batch = Vec::new();
+            tokio::select! {
+                cmd = rx.recv() => match cmd {
+                    Some(cmd) => batch.push(cmd),
+                    None => break,
+                },
+                _ = ticker.tick() => self.tick(),
+            }
+            while batch.len() < MAX_BATCH {
+                match rx.try_recv() {
+                    Ok(cmd) => batch.push(cmd),
+                    Err(_) => break,
+                }
+            }
+            let mut shutdown = None;
+            for cmd in batch {
+                match cmd {
+                    Cmd::Shutdown(reply) => shutdown = Some(reply),
+                    cmd => self.handle(cmd),
+                }
+            }
+            self.process().await;
+            self.publish();
+            if let Some(reply) = shutdown {
+                self.stop().await;
+                let _ = reply.send(());
+                break;
+            }
+        }
+        // Callers still waiting learn that the node stopped.
+        rx.close();
+        while let Ok(cmd) = rx.try_recv() {
+            drop(cmd);
+        }
+    }
+
+    fn tick(&mut self) {
+        let now = self.now_ms();
+        let instant = Instant::now();
+        for group in self.groups.values_mut() {
+            group.engine.tick(now);
+            // Proposals and reads that waited too long.
+            let timeout = self.config.propose_timeout;
+            let expired: Vec<LogIndex> = group
+                .pending
+                .iter()
+                .filter(|(_, (_, at))| instant.duration_since(*at) > timeout)
+                .map(|(i, _)| *i)
+                .collect();
+            for index in expired {
+                if let Some((w, _)) = group.pending.remove(&index) {
+                    reply_waiter(
+                        &*self.transport,
+                        self.config.id,
+                        group.engine.group(),
+                        w,
+                        Err(ProposeError::Timeout),
+                    );
+                }
+            }
+            let read_timeout = self.config.read_timeout;
+            group
+                .reads
+                .retain(|_, (_, _, at)| instant.duration_since(*at) <= read_timeout);
+        }
+        self.forwarded.retain(|_, f| {
+            if instant >= f.deadline {
+                // The caller's own timeout answers it.
+                return false;
+            }
+            true
+        });
+        if self.config.balance_leaders && self.groups.len() > 1 && instant >= self.next_balance {
+            self.next_balance = instant + self.config.balance_interval;
+            self.balance_leaders();
+        }
+    }
+
+    fn handle(&mut self, cmd: Cmd<S>) {
+        match cmd {
+            Cmd::Inbound(from, batch) => self.inbound(from, batch),
+            Cmd::Propose(group, command, reply) => {
+                self.propose(group, command, Reply::Local(reply))
+            }
+            Cmd::Read(group, consistency, f, fail) => self.read(group, consistency, f, fail),
+            Cmd::Change(group, change, reply) => {
+                let Some(g) = self.groups.get_mut(&group) else {
+                    let _ = reply.send(Err(AdminError::UnknownGroup(group)));
+                    return;
+                };
+                match g.engine.change_membership(change) {
+                    Ok(id) => g.changes.push(PendingChange { id, reply }),
+                    Err(e) => {
+                        let _ = reply.send(Err(e.into()));
+                    }
+                }
+            }
+            Cmd::Transfer(group, target, reply) => {
+                let result = match self.groups.get_mut(&group) {
+                    Some(g) => g.engine.transfer_leader(target).map_err(Into::into),
+                    None => Err(AdminError::UnknownGroup(group)),
+                };
+                let _ = reply.send(result);
+            }
+            Cmd::TriggerSnapshot(group, reply) => {
+                let result = match self.groups.get_mut(&group) {
+                    Some(g) => Ok(g.engine.trigger_snapshot()),
+                    None => Err(AdminError::UnknownGroup(group)),
+                };
+                let _ = reply.send(result);
+            }
+            Cmd::CreateGroup(group, voters, reply) => {
+                let result = if self.groups.contains_key(&group) {
+                    Err(AdminError::GroupExists(group))
+                } else {
+                    self.add_group(group, voters).map_err(|e| match e {
+                        StartError::Config(c) => AdminError::Config(c),
+                        e => AdminError::Failed(e.to_string()),
+                    })
+                };
+                let _ = reply.send(result);
+            }
+            Cmd::RemoveGroup(group, reply) => {
+                let result = match self.groups.remove(&group) {
+                    Some(g) => {
+                        let _ = g.apply.send(ApplyMsg::Stop(oneshot::channel().0));
+                        fail_group(&*self.transport, self.config.id, group, g, "group removed");
+                        let _ = self.events.send(Event::GroupRemoved(group));
+                        Ok(())
+                    }
+                    None => Err(AdminError::UnknownGroup(group)),
+                };
+                let _ = reply.send(result);
+            }
+            Cmd::SnapshotBuilt(group, result) => {
+                if let Some(g) = self.groups.get_mut(&group) {
+                    match result {
+                        Ok((last, data)) => {
+                            g.engine.on_snapshot_built(last, data);
+                        }
+                        Err(e) => {
+                            tracing::warn!(%group, error = %e, "building a snapshot failed");
+                            g.engine.on_snapshot_failed();
+                        }
+                    }
+                }
+            }
+            Cmd::GroupFailed(group, why) => {
+                if let Some(g) = self.groups.get_mut(&group) {
+                    g.failed = Some(why);
+                }
+            }
+            Cmd::Metrics(reply) => {
+                let _ = reply.send(self.metrics());
+            }
+            Cmd::Shutdown(_) => unreachable!("handled by the loop"),
+        }
+    }
+
+    fn inbound(&mut self, from: NodeId, batch: Vec<Envelope>) {
+        for env in batch {
+            match env.msg {
+                Message::Forward(req) => self.forwarded_in(from, env.group, req),
+                Message::ForwardResp(resp) => self.forward_answered(resp),
+                _ => {
+                    let Some(g) = self.groups.get_mut(&env.group) else {
+                        continue;
+                    };
+                    if g.failed.is_some() {
+                        continue;
+                    }
+                    // A group whose state machine is far behind takes no
+                    // new entries: the leader resends them later.
+                    if matches!(env.msg, Message::Append(_)) && lag(g) > self.config.max_apply_lag {
+                        continue;
+                    }
+                    if let Err(e) = g.engine.step(env) {
+                        tracing::debug!(error = %e, "message refused");
+                    }
+                }
+            }
+        }
+    }
+
+    fn propose(&mut self, group: GroupId, command: Bytes, reply: Reply) {
+        let Some(g) = self.groups.get_mut(&group) else {
+            reply_waiter_direct(
+                &*self.transport,
+                self.config.id,
+                group,
+                reply,
+                Err(ProposeError::UnknownGroup(group)),
+            );
+            return;
+        };
+        if let Some(why) = &g.failed {
+            let why = why.clone();
+            reply_waiter_direct(
+                &*self.transport,
+                self.config.id,
+                group,
+                reply,
+                Err(ProposeError::Failed(why)),
+            );
+            return;
+        }
+        if g.pending.len() >= self.config.max_pending_per_group
+            || lag(g) > self.config.max_apply_lag
+        {
+            reply_waiter_direct(
+                &*self.transport,
+                self.config.id,
+                group,
+                reply,
+                Err(ProposeError::Busy),
+            );
+            return;
+        }
+        match g.engine.propose(command.clone()) {
+            Ok(id) => {
+                self.metrics.proposals += 1;
+                g.pending
+                    .insert(id.index, (Waiter { id, reply }, Instant::now()));
+            }
+            Err(ProposeError::NotLeader {
+                leader: Some(leader),
+            }) if self.config.forward_proposals
+                && leader != self.config.id
+                && matches!(reply, Reply::Local(_)) =>
+            {
+                let Reply::Local(reply) = reply else {
+                    unreachable!("matched above")
+                };
+                let id = self.next_id;
+                self.next_id += 1;
+                self.forwarded.insert(
+                    id,
+                    Forwarded {
+                        reply,
+                        deadline: Instant::now() + self.config.propose_timeout,
+                    },
+                );
+                let env = Envelope {
+                    group,
+                    from: self.config.id,
+                    to: leader,
+                    term: Term(0),
+                    msg: Message::Forward(ForwardRequest { id, command }),
+                };
+                self.send_batch(leader, vec![env]);
+            }
+            Err(e) => reply_waiter_direct(&*self.transport, self.config.id, group, reply, Err(e)),
+        }
+    }
+
+    /// A follower forwarded a proposal: propose it here if leading.
+    fn forwarded_in(&mut self, from: NodeId, group: GroupId, req: ForwardRequest) {
+        self.propose(group, req.command, Reply::Remote(from, req.id));
+    }
+
+    fn forward_answered(&mut self, resp: ForwardResponse) {
+        if let Some(f) = self.forwarded.remove(&resp.id) {
+            let _ = f.reply.send(apply::outcome_to_result(resp.outcome));
+        }
+    }
+
+    fn read(
+        &mut self,
+        group: GroupId,
+        consistency: Consistency,
+        f: apply::ReadFn<S>,
+        fail: oneshot::Sender<ReadError>,
+    ) {
+        let Some(g) = self.groups.get_mut(&group) else {
+            let _ = fail.send(ReadError::UnknownGroup(group));
+            return;
+        };
+        let mode = match consistency {
+            Consistency::Stale => {
+                let _ = g.apply.send(ApplyMsg::Read(LogIndex(0), f));
+                return;
+            }
+            Consistency::Linearizable => ReadMode::ReadIndex,
+            Consistency::Lease => ReadMode::Lease,
+        };
+        let id = self.next_id;
+        self.next_id += 1;
+        match g.engine.read(id, mode) {
+            Ok(()) => {
+                g.reads.insert(id, (f, fail, Instant::now()));
+            }
+            Err(e) => {
+                let _ = fail.send(e);
+            }
+        }
+    }
+
+    /// Carries out what the engines asked for, until they are quiet.
+    async fn process(&mut self) {
+        if self.failed.is_some() {
+            return;
+        }
+        loop {
+            let mut outbound: BTreeMap<NodeId, Vec<Envelope>> = BTreeMap::new();
+            let mut held: BTreeMap<NodeId, Vec<Envelope>> = BTreeMap::new();
+            let mut busy = false;
+            let mut staged_entries = 0u64;
+            let groups: Vec<GroupId> = self.groups.keys().copied().collect();
+            for group in groups {
+                let g = self.groups.get_mut(&group).expect("listed");
+                let actions = g.engine.take_actions();
+                if actions.is_empty() {
+                    continue;
+                }
+                busy = true;
+                for action in actions {
+                    if let Err(e) =
+                        self.carry_out(group, action, &mut outbound, &mut held, &mut staged_entries)
+                    {
+                        self.fail_node(e);
+                        return;
+                    }
+                }
+            }
+            if !busy {
+                break;
+            }
+            // Messages that promise nothing leave before the flush, so
+            // followers write while the leader does.
+            for (to, batch) in outbound {
+                self.send_batch(to, batch);
+            }
+            let staged: Vec<GroupId> = self
+                .groups
+                .iter()
+                .filter(|(_, g)| g.staged)
+                .map(|(id, _)| *id)
+                .collect();
+            if !staged.is_empty() {
+                if let Err(e) = self.store.flush().await {
+                    self.fail_node(format!("log store flush failed: {e}"));
+                    return;
+                }
+                self.metrics.fsyncs += 1;
+                self.metrics.write_batches += 1;
+                self.metrics.entries_written += staged_entries;
+                for group in staged {
+                    let g = self.groups.get_mut(&group).expect("listed");
+                    g.staged = false;
+                    let last = g.staged_last.take();
+                    g.engine.on_persisted(last);
+                }
+            }
+            for (to, batch) in held {
+                self.send_batch(to, batch);
+            }
+        }
+        self.finish_changes();
+    }
+
+    fn carry_out(
+        &mut self,
+        group: GroupId,
+        action: Action,
+        outbound: &mut BTreeMap<NodeId, Vec<Envelope>>,
+        held: &mut BTreeMap<NodeId, Vec<Envelope>>,
+        staged_entries: &mut u64,
+    ) -> Result<(), String> {
+        let g = self.groups.get_mut(&group).expect("caller checked");
+        let storage = |e: raft_api::StorageError| format!("log store write failed: {e}");
+        match action {
+            Action::SaveHardState(hs) => {
+                self.store.save_hard_state(group, hs).map_err(storage)?;
+                g.staged = true;
+            }
+            Action::TruncateLog { from } => {
+                self.store.truncate(group, from).map_err(storage)?;
+                g.staged = true;
+            }
+            Action::AppendLog(entries) => {
+                self.store.append(group, &entries).map_err(storage)?;
+                *staged_entries += entries.len() as u64;
+                g.staged_last = entries.last().map(|e| e.id).or(g.staged_last);
+                g.staged = true;
+            }
+            Action::SaveSnapshot(snapshot) => {
+                self.store
+                    .save_snapshot(group, &snapshot)
+                    .map_err(storage)?;
+                g.staged = true;
+            }
+            Action::CompactLog { upto } => {
+                self.store.compact(group, upto).map_err(storage)?;
+                g.staged = true;
+            }
+            Action::Send(env) => outbound.entry(env.to).or_default().push(env),
+            Action::SendAfterPersist(env) => held.entry(env.to).or_default().push(env),
+            Action::Apply(entries) => {
+                let mut waiters = Vec::new();
+                if let (Some(first), Some(last)) = (entries.first(), entries.last()) {
+                    let indexes: Vec<LogIndex> = g
+                        .pending
+                        .range(first.id.index..=last.id.index)
+                        .map(|(i, _)| *i)
+                        .collect();
+                    for i in indexes {
+                        if let Some((w, _)) = g.pending.remove(&i) {
+                            waiters.push(w);
+                        }
+                    }
+                    g.handed = last.id.index;
+                }
+                let _ = g.apply.send(ApplyMsg::Apply(entries, waiters));
+            }
+            Action::RestoreSnapshot(snapshot) => {
+                let last = snapshot.meta.last.index;
+                // Proposals covered by the snapshot were decided elsewhere;
+                // whether theirs is among them is unknown here.
+                let covered: Vec<LogIndex> = g.pending.range(..=last).map(|(i, _)| *i).collect();
+                for i in covered {
+                    if let Some((w, _)) = g.pending.remove(&i) {
+                        reply_waiter(
+                            &*self.transport,
+                            self.config.id,
+                            group,
+                            w,
+                            Err(ProposeError::Unknown),
+                        );
+                    }
+                }
+                g.handed = last;
+                let _ = g.apply.send(ApplyMsg::Restore(snapshot));
+            }
+            Action::BuildSnapshot => {
+                let _ = g.apply.send(ApplyMsg::Build);
+            }
+            Action::ReadReady { id, index } => {
+                if let Some((f, _, _)) = g.reads.remove(&id) {
+                    let _ = g.apply.send(ApplyMsg::Read(index, f));
+                }
+            }
+            Action::ReadFailed { id, error } => {
+                if let Some((_, fail, _)) = g.reads.remove(&id) {
+                    let _ = fail.send(error);
+                }
+            }
+        }
+        Ok(())
+    }
+
+    /// Answers membership changes that are done (or can no longer be).
+    fn finish_changes(&mut self) {
+        for g in self.groups.values_mut() {
+            if g.changes.is_empty() {
+                continue;
+            }
+            let engine = &g.engine;
+            let mut keep = Vec::new();
+            for c in g.changes.drain(..) {
+                let committed = engine.commit_index() >= c.id.index;
+                let ours = engine.entry(c.id.index).is_none_or(|e| e.id == c.id);
+                if committed && ours && !engine.membership().is_joint() {
+                    let _ = c.reply.send(Ok(()));
+                } else if committed && !ours {
+                    let _ = c.reply.send(Err(AdminError::Failed(
+                        "the change was lost in a leadership change".into(),
+                    )));
+                } else if engine.role() != Role::Leader && !committed {
+                    let _ = c.reply.send(Err(AdminError::Failed(
+                        "leadership changed; the change may or may not take effect".into(),
+                    )));
+                } else {
+                    keep.push(c);
+                }
+            }
+            g.changes = keep;
+        }
+    }
+
+    fn send_batch(&mut self, to: NodeId, batch: Vec<Envelope>) {
+        if batch.is_empty() {
+            return;
+        }
+        self.metrics.batches_sent += 1;
+        self.metrics.messages_sent += batch.len() as u64;
+        if let Err(e) = self.transport.send(to, batch) {
+            tracing::debug!(%to, error = %e, "send failed");
+        }
+    }
+
+    /// Storage failed: nothing more may be promised. Every group stops.
+    fn fail_node(&mut self, why: String) {
+        tracing::error!(error = %why, "node stopped");
+        self.failed = Some(why.clone());
+        for g in self.groups.values_mut() {
+            g.failed = Some(why.clone());
+        }
+    }
+
+    /// Refreshes what handles read without asking, and publishes events.
+    fn publish(&mut self) {
+        let mut status = self
+            .shared
+            .status
+            .write()
+            .unwrap_or_else(|e| e.into_inner());
+        status.clear();
+        for (&group, g) in self.groups.iter_mut() {
+            let e = &g.engine;
+            status.insert(group, (e.role(), e.leader()));
+            let now = (e.role(), e.leader(), e.term(), e.membership_index());
+            let before = g.published;
+            if (now.1, now.2) != (before.1, before.2) && now.1 != before.1 {
+                let _ = self.events.send(Event::LeaderChanged {
+                    group,
+                    leader: e.leader(),
+                    term: e.term(),
+                });
+            }
+            if now.3 != before.3 {
+                let _ = self.events.send(Event::MembershipChanged {
+                    group,
+                    membership: e.membership().clone(),
+                });
+            }
+            g.published = now;
+        }
+    }
+
+    fn metrics(&self) -> Metrics {
+        let mut node = self.metrics.clone();
+        node.inbound_dropped = self.shared.inbound_dropped.load(Ordering::Relaxed);
+        let groups = self
+            .groups
+            .iter()
+            .map(|(&id, g)| {
+                let e = &g.engine;
+                let last = e.last_log_id().index;
+                let peers = e
+                    .membership()
+                    .members()
+                    .into_iter()
+                    .filter_map(|p| {
+                        e.progress(p).map(|pr| {
+                            (
+                                p,
+                                PeerMetrics {
+                                    matched: pr.matched,
+                                    lag: last.0.saturating_sub(pr.matched.0),
+                                },
+                            )
+                        })
+                    })
+                    .collect();
+                (
+                    id,
+                    GroupMetrics {
+                        role: e.role(),
+                        term: e.term(),
+                        leader: e.leader(),
+                        commit: e.commit_index(),
+                        applied: LogIndex(g.applied.load(Ordering::Acquire)),
+                        last_index: last,
+                        membership: e.membership().clone(),
+                        peers,
+                        quiet: false,
+                    },
+                )
+            })
+            .collect();
+        Metrics { node, groups }
+    }
+
+    /// Hands one leadership to a voter that leads fewer groups, when this
+    /// node leads more than its share. At most one transfer per check, and
+    /// only from above the share to below it, so leaderships settle.
+    fn balance_leaders(&mut self) {
+        let mut leads: BTreeMap<NodeId, usize> = BTreeMap::new();
+        let mut nodes: std::collections::BTreeSet<NodeId> = Default::default();
+        for g in self.groups.values() {
+            nodes.extend(g.engine.membership().voters.iter().copied());
+            if let Some(l) = g.engine.leader() {
+                *leads.entry(l).or_default() += 1;
+            }
+        }
+        if nodes.len() < 2 {
+            return;
+        }
+        let total: usize = leads.values().sum();
+        let share = total.div_ceil(nodes.len());
+        let mine = leads.get(&self.config.id).copied().unwrap_or(0);
+        if mine <= share {
+            return;
+        }
+        let floor = total / nodes.len();
+        for g in self.groups.values_mut() {
+            if g.engine.role() != Role::Leader || g.engine.transfer_target().is_some() {
+                continue;
+            }
+            let last = g.engine.last_log_id().index;
+            let target = g
+                .engine
+                .membership()
+                .voters
+                .iter()
+                .copied()
+                .filter(|&v| v != self.config.id)
+                .filter(|v| leads.get(v).copied().unwrap_or(0) < floor.max(1))
+                .filter(|&v| g.engine.progress(v).is_some_and(|p| p.matched == last))
+                .min_by_key(|v| leads.get(v).copied().unwrap_or(0));
+            if let Some(target) = target
+                && g.engine.transfer_leader(Some(target)).is_ok()
+            {
+                return;
+            }
+        }
+    }
+
+    async fn stop(&mut self) {
+        let groups = std::mem::take(&mut self.groups);
+        for (group, g) in groups {
+            let (tx, rx) = oneshot::channel();
+            let _ = g.apply.send(ApplyMsg::Stop(tx));
+            let _ = rx.await;
+            let _ = g.apply_task.await;
+            let _ = group;
+        }
+        for (_, f) in self.forwarded.drain() {
+            let _ = f.reply.send(Err(ProposeError::Shutdown));
+        }
+        let mut status = self
+            .shared
+            .status
+            .write()
+            .unwrap_or_else(|e| e.into_inner());
+        status.clear();
+    }
+}
+
+/// Entries handed to the apply task and not yet applied.
+fn lag<S>(g: &Group<S>) -> u64 {
+    g.handed.0.saturating_sub(g.applied.load(Ordering::Acquire))
+}
+
+fn reply_waiter<T: Transport>(
+    transport: &T,
+    me: NodeId,
+    group: GroupId,
+    w: Waiter,
+    result: ProposeResult,
+) {
+    reply_waiter_direct(transport, me, group, w.reply, result);
+}
+
+/// Answers a local caller, or the follower that forwarded the proposal.
+fn reply_waiter_direct<T: Transport>(
+    transport: &T,
+    me: NodeId,
+    group: GroupId,
+    reply: Reply,
+    result: ProposeResult,
+) {
+    match reply {
+        Reply::Local(tx) => {
+            let _ = tx.send(result);
+        }
+        Reply::Remote(to, id) => {
+            let outcome = match result {
+                Ok(_) => return,
+                Err(ProposeError::NotLeader { leader }) => ForwardOutcome::NotLeader(leader),
+                Err(ProposeError::Busy) => ForwardOutcome::Busy,
+                Err(ProposeError::Lost) => ForwardOutcome::Lost,
+                Err(ProposeError::TransferInProgress { target }) => {
+                    ForwardOutcome::NotLeader(Some(target))
+                }
+                Err(_) => ForwardOutcome::Unknown,
+            };
+            let env = Envelope {
+                group,
+                from: me,
+                to,
+                term: Term(0),
+                msg: Message::ForwardResp(ForwardResponse { id, outcome }),
+            };
+            let _ = transport.send(to, vec![env]);
+        }
+    }
+}
+
+/// Fails everything a removed group still had waiting.
+fn fail_group<S, T: Transport>(transport: &T, me: NodeId, group: GroupId, g: Group<S>, why: &str) {
+    for (_, (w, _)) in g.pending {
+        reply_waiter(
+            transport,
+            me,
+            group,
+            w,
+            Err(ProposeError::Failed(why.into())),
+        );
+    }
+    for (_, (_, fail, _)) in g.reads {
+        let _ = fail.send(ReadError::UnknownGroup(group));
+    }
+    for c in g.changes {
+        let _ = c.reply.send(Err(AdminError::Failed(why.into())));
+    }
+    g.apply_task.abort();
+}
+
+#[allow(dead_code)]
+fn unused(_: Membership, _: Duration, _: MembershipChange) {}

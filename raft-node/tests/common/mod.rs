@@ -1,0 +1,246 @@
+//! A cluster of in-process nodes for the acceptance tests.
+
+#![allow(dead_code, unreachable_pub)]
+
+use std::collections::BTreeMap;
+use std::future::Future;
+use std::ops::Range;
+use std::pin::pin;
+use std::sync::{Arc, Mutex};
+use std::task::{Context, Poll, Waker};
+use std::time::Duration;
+
+use bytes::Bytes;
+use raft_api::{
+    Config, Entry, GroupId, HardState, LogId, LogIndex, LogState, LogStore, NodeId, Snapshot,
+    StorageError,
+};
+use raft_node::ProposeError;
+use raft_node::driver::{Consistency, Node, NodeConfig};
+use storage_mem::{KvCommand, KvResponse, KvStateMachine, MemLogStore};
+use transport_mem::MemNetwork;
+
+pub const G: GroupId = GroupId(1);
+
+/// Fast timeouts for tests.
+pub fn raft_config() -> Config {
+    Config {
+        election_timeout_min_ms: 150,
+        election_timeout_max_ms: 300,
+        heartbeat_interval_ms: 30,
+        lease_clock_drift_ms: 50,
+        ..Config::default()
+    }
+}
+
+pub fn node_config(id: u64) -> NodeConfig {
+    let mut c = NodeConfig::new(NodeId(id));
+    c.raft = raft_config();
+    c.propose_timeout = Duration::from_secs(3);
+    c.read_timeout = Duration::from_secs(3);
+    c
+}
+
+/// A `MemLogStore` shared between a running node and the test, so a node
+/// can be stopped and started again on the same durable state (or have its
+/// unflushed writes dropped, as by power loss).
+#[derive(Clone, Default)]
+pub struct SharedStore(Arc<Mutex<MemLogStore>>);
+
+impl SharedStore {
+    fn with<R>(&self, f: impl FnOnce(&mut MemLogStore) -> R) -> R {
+        f(&mut self.0.lock().unwrap())
+    }
+
+    /// Power loss: unflushed writes are gone.
+    pub fn crash(&self) {
+        self.with(|s| s.crash());
+    }
+}
+
+/// Polls a future the in-memory store returns; it is always ready.
+fn ready<F: Future>(f: F) -> F::Output {
+    let mut f = pin!(f);
+    match f.as_mut().poll(&mut Context::from_waker(Waker::noop())) {
+        Poll::Ready(v) => v,
+        Poll::Pending => panic!("the in-memory store never waits"),
+    }
+}
+
+impl LogStore for SharedStore {
+    fn groups(&self) -> Result<Vec<GroupId>, StorageError> {
+        self.with(|s| s.groups())
+    }
+    fn hard_state(&self, group: GroupId) -> Result<HardState, StorageError> {
+        self.with(|s| s.hard_state(group))
+    }
+    fn log_state(&self, group: GroupId) -> Result<LogState, StorageError> {
+        self.with(|s| s.log_state(group))
+    }
+    fn entries(
+        &self,
+        group: GroupId,
+        range: Range<LogIndex>,
+        max_bytes: usize,
+    ) -> Result<Vec<Entry>, StorageError> {
+        self.with(|s| s.entries(group, range, max_bytes))
+    }
+    fn save_hard_state(&mut self, group: GroupId, state: HardState) -> Result<(), StorageError> {
+        self.with(|s| s.save_hard_state(group, state))
+    }
+    fn append(&mut self, group: GroupId, entries: &[Entry]) -> Result<(), StorageError> {
+        self.with(|s| s.append(group, entries))
+    }
+    fn truncate(&mut self, group: GroupId, from: LogIndex) -> Result<(), StorageError> {
+        self.with(|s| s.truncate(group, from))
+    }
+    fn compact(&mut self, group: GroupId, upto: LogId) -> Result<(), StorageError> {
+        self.with(|s| s.compact(group, upto))
+    }
+    fn save_snapshot(&mut self, group: GroupId, snapshot: &Snapshot) -> Result<(), StorageError> {
+        self.with(|s| s.save_snapshot(group, snapshot))
+    }
+    fn snapshot(&self, group: GroupId) -> Result<Option<Snapshot>, StorageError> {
+        self.with(|s| s.snapshot(group))
+    }
+    fn flush(&mut self) -> impl Future<Output = Result<(), StorageError>> + Send {
+        let result = self.with(|s| ready(s.flush()));
+        std::future::ready(result)
+    }
+}
+
+pub struct Cluster {
+    pub net: MemNetwork,
+    pub nodes: BTreeMap<u64, Node<KvStateMachine>>,
+    pub stores: BTreeMap<u64, SharedStore>,
+    /// Groups and voters each node was started with.
+    pub started_with: BTreeMap<u64, (Vec<u64>, Vec<GroupId>)>,
+}
+
+impl Cluster {
+    /// Starts nodes `ids`, every one hosting group G with `voters`.
+    pub async fn start(ids: &[u64], voters: &[u64]) -> Self {
+        Self::start_groups(ids, voters, &[G]).await
+    }
+
+    pub async fn start_groups(ids: &[u64], voters: &[u64], groups: &[GroupId]) -> Self {
+        let net = MemNetwork::new();
+        let mut c = Self {
+            net,
+            nodes: BTreeMap::new(),
+            stores: BTreeMap::new(),
+            started_with: BTreeMap::new(),
+        };
+        for &id in ids {
+            c.spawn(id, node_config(id), voters, groups).await;
+        }
+        c
+    }
+
+    /// Starts node `id` (on its existing store, if it ran before).
+    pub async fn spawn(&mut self, id: u64, config: NodeConfig, voters: &[u64], groups: &[GroupId]) {
+        self.started_with
+            .insert(id, (voters.to_vec(), groups.to_vec()));
+        let store = self.stores.entry(id).or_default().clone();
+        let voters: Vec<NodeId> = voters.iter().copied().map(NodeId).collect();
+        let groups: Vec<(GroupId, Vec<NodeId>)> =
+            groups.iter().map(|g| (*g, voters.clone())).collect();
+        let node = Node::start(
+            config,
+            self.net.transport(NodeId(id)),
+            store,
+            |_| KvStateMachine::new(),
+            &groups,
+        )
+        .await
+        .expect("node starts");
+        self.nodes.insert(id, node);
+    }
+
+    pub fn node(&self, id: u64) -> Node<KvStateMachine> {
+        self.nodes[&id].clone()
+    }
+
+    /// Stops node `id` abruptly: it stops and loses what it had not made
+    /// durable (the in-process equivalent of kill -9).
+    pub async fn kill(&mut self, id: u64) {
+        let node = self.nodes.remove(&id).expect("running node");
+        self.net.isolate(NodeId(id));
+        node.shutdown().await;
+        self.stores[&id].crash();
+    }
+
+    /// Starts node `id` again on its durable state.
+    pub async fn restart(&mut self, id: u64) {
+        let (voters, groups) = self.started_with[&id].clone();
+        self.net.heal();
+        self.spawn(id, node_config(id), &voters, &groups).await;
+    }
+
+    /// Waits until every running node agrees on one leader of `group`.
+    pub async fn leader(&self, group: GroupId) -> NodeId {
+        for _ in 0..1000 {
+            let leaders: Vec<Option<NodeId>> =
+                self.nodes.values().map(|n| n.leader(group)).collect();
+            if let Some(Some(l)) = leaders.first()
+                && leaders.iter().all(|x| *x == Some(*l))
+                && self.nodes.get(&l.0).is_some_and(|n| n.is_leader(group))
+            {
+                return *l;
+            }
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+        panic!("no agreed leader of {group} within 10 s");
+    }
+
+    pub async fn shutdown(self) {
+        for n in self.nodes.values() {
+            n.shutdown().await;
+        }
+    }
+}
+
+pub async fn put(
+    node: &Node<KvStateMachine>,
+    group: GroupId,
+    key: &str,
+    value: &str,
+) -> Result<(), ProposeError> {
+    let cmd = KvCommand::Put {
+        key: Bytes::from(key.to_owned()),
+        value: Bytes::from(value.to_owned()),
+    };
+    let r = node.propose(group, cmd.encode()).await?;
+    assert_eq!(KvResponse::decode(&r).ok(), Some(KvResponse::Done));
+    Ok(())
+}
+
+pub async fn get(
+    node: &Node<KvStateMachine>,
+    group: GroupId,
+    key: &str,
+    c: Consistency,
+) -> Option<Bytes> {
+    let key = key.as_bytes().to_vec();
+    node.read_with(group, c, move |kv: &KvStateMachine| kv.get(&key))
+        .await
+        .expect("read")
+}
+
+/// Polls `check` until it holds, for at most 10 s; panics naming `what`.
+pub async fn eventually<F, Fut>(what: &str, mut check: F)
+where
+    F: FnMut() -> Fut,
+    Fut: Future<Output = bool>,
+{
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+    loop {
+        if check().await {
+            return;
+        }
+        if tokio::time::Instant::now() >= deadline {
+            panic!("not within 10 s: {what}");
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
