@@ -3,12 +3,12 @@
 use std::collections::{BTreeMap, HashMap};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+use std::time::{Instant, SystemTime, UNIX_EPOCH};
 
 use bytes::Bytes;
 use raft_api::{
     Envelope, ForwardOutcome, ForwardRequest, ForwardResponse, GroupId, LogId, LogIndex, LogStore,
-    Membership, Message, NodeId, StateMachine, Term, Transport,
+    Message, NodeId, StateMachine, Term, Transport,
 };
 use tokio::sync::{broadcast, mpsc, oneshot};
 
@@ -17,7 +17,7 @@ use super::{
     Cmd, Consistency, Event, GroupMetrics, Metrics, NodeConfig, NodeMetrics, PeerMetrics,
     ProposeResult, Shared, StartError, StateMachineFactory,
 };
-use crate::engine::{Action, Engine, EngineInit, MembershipChange, ReadMode, Role};
+use crate::engine::{Action, Engine, EngineInit, ReadMode, Role};
 use crate::error::{AdminError, ProposeError, ReadError};
 use crate::session::SessionMachine;
 
@@ -767,7 +767,7 @@ where
                         last_index: last,
                         membership: e.membership().clone(),
                         peers,
-                        quiet: false,
+                        quiet: e.is_quiescent(),
                     },
                 )
             })
@@ -910,6 +910,3 @@ fn fail_group<S, T: Transport>(transport: &T, me: NodeId, group: GroupId, g: Gro
     }
     g.apply_task.abort();
 }
-
-#[allow(dead_code)]
-fn unused(_: Membership, _: Duration, _: MembershipChange) {}

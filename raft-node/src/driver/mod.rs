@@ -107,11 +107,6 @@ pub struct NodeConfig {
     pub balance_leaders: bool,
     /// How often leadership balance is checked. Default 2 s.
     pub balance_interval: Duration,
-    /// A group whose leader has had nothing to do (no proposal, no read, no
-    /// membership change, every follower up to date) for this long stops
-    /// its heartbeats and timers until a message or a request arrives.
-    /// `None` keeps every group active. Default `None`.
-    pub quiesce_after: Option<Duration>,
 }
 
 impl NodeConfig {
@@ -130,7 +125,6 @@ impl NodeConfig {
             inbox_capacity: 8192,
             balance_leaders: true,
             balance_interval: Duration::from_secs(2),
-            quiesce_after: None,
         }
     }
 }
@@ -203,7 +197,8 @@ pub struct GroupMetrics {
     /// On the leader: each other member's match index and lag (entries
     /// behind the leader's last one).
     pub peers: BTreeMap<NodeId, PeerMetrics>,
-    /// Whether the group is quiet (no heartbeats until woken).
+    /// Whether the group is quiet (no heartbeats until woken; see
+    /// `Config::quiesce_after_ms`).
     pub quiet: bool,
 }
 

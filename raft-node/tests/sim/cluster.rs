@@ -172,6 +172,8 @@ pub struct SimReport {
     pub max_replaced: usize,
     /// Changes that removed the leader asking for them.
     pub leader_removals: u64,
+    /// Quiesce messages sent (idle groups going quiet).
+    pub quiesce_sent: u64,
 }
 
 #[derive(Debug)]
@@ -968,6 +970,9 @@ impl Sim {
     }
 
     fn transmit(&mut self, env: Envelope) {
+        if matches!(env.msg, raft_api::Message::Quiesce) {
+            self.report.quiesce_sent += 1;
+        }
         let from = (env.from.0 - 1) as usize;
         let to = (env.to.0 - 1) as usize;
         if self.net.blocked.contains(&(from, to)) || self.rng.chance(self.net.drop_per_mille) {

@@ -81,6 +81,7 @@ fn assert_exercised(nodes: usize, reports: &[SimReport]) {
         );
         assert!(sum(|r| r.transfers) > 0, "no leader transfer");
         assert!(sum(|r| r.leader_removals) > 0, "no leader removed itself");
+        assert!(sum(|r| r.quiesce_sent) > 0, "no group went quiet");
         assert!(sum(|r| r.follower_reads) > 0, "no follower read");
     }
     assert!(sum(|r| r.membership_changes) > 0, "no membership change");

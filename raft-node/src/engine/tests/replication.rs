@@ -401,3 +401,28 @@ fn heartbeat_commit_is_adopted_and_applied() {
     );
     assert_eq!(e.commit_index(), LogIndex(3));
 }
+
+/// Hybrid logical clock: a follower merges the clock of the entries it
+/// receives, so if it leads later, its entries are stamped after every
+/// entry in its log, even when its own physical clock is far behind.
+#[test]
+fn hlc_new_leader_stamps_after_every_entry_it_holds() {
+    let ahead = Hlc::new(1_000_000, 3);
+    let mut f = engine(2, &[1, 2], |init| init.wall_offset_ms = 5);
+    let mut e = ent(1, 1);
+    e.timestamp = ahead;
+    step(&mut f, env(1, 2, 1, append(lid(0, 0), vec![e], 0)));
+    f.take_actions();
+    assert!(f.clock() > ahead, "merged: {} > {ahead}", f.clock());
+    // Node 2 takes over; its first entry (the blank) comes after.
+    f.tick(10_000);
+    f.take_actions();
+    let term = f.term().0 + 1;
+    step(&mut f, env(1, 2, term, pre_vote_resp(true)));
+    f.take_actions();
+    f.on_persisted(None);
+    step(&mut f, env(1, 2, term, vote_resp(true)));
+    assert_eq!(f.role(), Role::Leader);
+    let blank = f.entry(LogIndex(2)).expect("the new leader's blank entry");
+    assert!(blank.timestamp > ahead, "{} > {ahead}", blank.timestamp);
+}
