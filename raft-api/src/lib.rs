@@ -31,6 +31,7 @@
 //! assert!(b > a);
 //! ```
 
+pub mod codec;
 pub mod config;
 pub mod discovery;
 pub mod error;
@@ -38,6 +39,8 @@ pub mod hlc;
 pub mod membership;
 pub mod message;
 pub mod storage;
+#[cfg(feature = "testkit")]
+pub mod testkit;
 pub mod transport;
 pub mod types;
 

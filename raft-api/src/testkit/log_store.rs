@@ -1,0 +1,1 @@
+//! The LogStore conformance suite (being written).

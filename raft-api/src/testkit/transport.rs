@@ -1,0 +1,1 @@
+//! The Transport conformance suite (being written).

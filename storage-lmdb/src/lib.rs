@@ -1,0 +1,1 @@
+//! storage-lmdb (being written).

@@ -1,0 +1,1 @@
+//! transport-tcp (being written).
