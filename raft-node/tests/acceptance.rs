@@ -6,6 +6,10 @@
 #![allow(missing_docs)]
 
 mod common;
+#[path = "acceptance/kommander.rs"]
+mod kommander;
+#[path = "acceptance/ours.rs"]
+mod ours;
 
 use std::collections::BTreeSet;
 use std::time::Duration;

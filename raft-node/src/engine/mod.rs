@@ -391,7 +391,16 @@ impl Engine {
             self.finish();
             return Ok(());
         }
-        self.wake(false);
+        // Answers to what a quiet leader sent before it went quiet (its last
+        // heartbeats) need no action: they must not wake it. Anything else
+        // does.
+        let answer = matches!(
+            env.msg,
+            Message::HeartbeatResp(_) | Message::AppendResp(_) | Message::SnapshotResp(_)
+        );
+        if !(answer && self.role == Role::Leader) {
+            self.wake(false);
+        }
         self.step_inner(env);
         self.finish();
         Ok(())

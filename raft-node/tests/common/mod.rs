@@ -244,3 +244,95 @@ where
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
 }
+
+// ----- Helpers of the Kommander and "ours" cases (tests/acceptance/). -----
+
+/// Polls `check` every 20 ms until it yields a value, for at most `limit`;
+/// panics naming `what` when it never does.
+pub async fn poll_for<T, F, Fut>(what: &str, limit: Duration, mut check: F) -> T
+where
+    F: FnMut() -> Fut,
+    Fut: Future<Output = Option<T>>,
+{
+    let deadline = tokio::time::Instant::now() + limit;
+    loop {
+        if let Some(v) = check().await {
+            return v;
+        }
+        if tokio::time::Instant::now() >= deadline {
+            panic!("not within {limit:?}: {what}");
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+/// Waits until nodes `ids` agree on one leader of `group` that is one of
+/// them and knows it leads (the other nodes of the cluster are ignored).
+pub async fn leader_among(c: &Cluster, ids: &[u64], group: GroupId) -> u64 {
+    poll_for(
+        &format!("nodes {ids:?} agree on a leader of {group} among them"),
+        Duration::from_secs(10),
+        || async {
+            let first = c.nodes[&ids[0]].leader(group)?;
+            let agreed = ids
+                .iter()
+                .all(|id| c.nodes[id].leader(group) == Some(first));
+            (agreed && ids.contains(&first.0) && c.nodes[&first.0].is_leader(group))
+                .then_some(first.0)
+        },
+    )
+    .await
+}
+
+/// Puts `key = value` through `node`, retrying failed attempts (leader
+/// changes, transfers, elections) for up to 10 s. Puts are idempotent, so a
+/// retry of an attempt whose outcome was unknown is harmless.
+pub async fn put_retrying(node: &Node<KvStateMachine>, group: GroupId, key: &str, value: &str) {
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+    loop {
+        match put(node, group, key, value).await {
+            Ok(()) => return,
+            Err(e) if tokio::time::Instant::now() >= deadline => panic!(
+                "put {key}={value} on {group} through node {} kept failing for 10 s; last: {e}",
+                node.id()
+            ),
+            Err(_) => tokio::time::sleep(Duration::from_millis(20)).await,
+        }
+    }
+}
+
+/// Reads `key` on `node` with consistency `c`, retrying failed reads (not
+/// their results) for up to 10 s.
+pub async fn read_retrying(
+    node: &Node<KvStateMachine>,
+    group: GroupId,
+    key: &str,
+    c: Consistency,
+) -> Option<Bytes> {
+    poll_for(
+        &format!("a {c:?} read of {key} on {group} at node {}", node.id()),
+        Duration::from_secs(10),
+        || async {
+            let k = key.as_bytes().to_vec();
+            node.read_with(group, c, move |kv: &KvStateMachine| kv.get(&k))
+                .await
+                .ok()
+        },
+    )
+    .await
+}
+
+/// What `node`'s state machine of `group` holds for `key` now (a stale
+/// read), or `None` when the read could not be made.
+pub async fn stale_value(
+    node: &Node<KvStateMachine>,
+    group: GroupId,
+    key: &str,
+) -> Option<Option<Bytes>> {
+    let k = key.as_bytes().to_vec();
+    node.read_with(group, Consistency::Stale, move |kv: &KvStateMachine| {
+        kv.get(&k)
+    })
+    .await
+    .ok()
+}

@@ -174,6 +174,8 @@ pub struct SimReport {
     pub leader_removals: u64,
     /// Quiesce messages sent (idle groups going quiet).
     pub quiesce_sent: u64,
+    /// Longest time any leader stayed quiet, in simulated milliseconds.
+    pub longest_quiet_ms: u64,
 }
 
 #[derive(Debug)]
@@ -185,6 +187,8 @@ enum Event {
     ClientStart(usize),
     ClientTimeout(usize, usize),
     Fault,
+    /// The clients, paused for a while (an idle group), start again.
+    ClientsResume,
     /// An administrator acts on the group (membership, transfer, snapshot);
     /// a periodic one schedules the next.
     Admin {
@@ -237,6 +241,8 @@ struct Node {
     clock_base: (u64, u64),
     /// Reads started on this node: read id -> (client, op, key).
     reads: BTreeMap<u64, (usize, usize, Vec<u8>)>,
+    /// Since when this node's engine has been quiet, if it is.
+    quiet_since: Option<u64>,
     /// Reads confirmed, waiting for the state machine to apply their index.
     ready_reads: Vec<(LogIndex, u64, usize, usize, Vec<u8>)>,
     /// Longest time a flush takes, in milliseconds.
@@ -323,6 +329,7 @@ impl Sim {
                 flush_scheduled: false,
                 rate,
                 clock_base: (0, 0),
+                quiet_since: None,
                 reads: BTreeMap::new(),
                 ready_reads: Vec::new(),
                 disk_latency,
@@ -692,6 +699,10 @@ impl Sim {
                 }
                 Ok(())
             }
+            Event::ClientsResume => {
+                self.set_clients(true);
+                Ok(())
+            }
             Event::Admin { periodic } => {
                 if self.healed_at.is_none() {
                     self.admin(!periodic)?;
@@ -846,6 +857,20 @@ impl Sim {
     }
 
     fn observe(&mut self, n: usize) -> Step {
+        let now = self.now;
+        let node = &mut self.nodes[n];
+        let Some(engine) = node.engine.as_ref() else {
+            return Ok(());
+        };
+        let quiet_leader = engine.is_quiescent() && engine.role() == Role::Leader;
+        match (quiet_leader, node.quiet_since) {
+            (true, None) => node.quiet_since = Some(now),
+            (false, Some(since)) => {
+                node.quiet_since = None;
+                self.report.longest_quiet_ms = self.report.longest_quiet_ms.max(now - since);
+            }
+            _ => {}
+        }
         let node = &self.nodes[n];
         let Some(engine) = node.engine.as_ref() else {
             return Ok(());
@@ -1115,6 +1140,13 @@ impl Sim {
                 let soon = self.rng.range(1, 25);
                 self.schedule(soon, Event::CrashLeader);
             }
+            11 if self.rng.chance(300) => {
+                // All clients pause: the group goes idle (and may go quiet)
+                // while the other faults go on.
+                self.clients_paused = true;
+                let pause = self.rng.range(300, 1500);
+                self.schedule(pause, Event::ClientsResume);
+            }
             11 => self.net.blocked.clear(),
             7 => {
                 self.net.drop_per_mille = self.rng.pick(&[0, 0, 50, 200, 400]);
@@ -1271,6 +1303,9 @@ impl Sim {
 
     fn heal(&mut self) {
         self.healed_at = Some(self.now);
+        if self.clients_paused {
+            self.set_clients(true);
+        }
         self.net = Network {
             max_delay: 5,
             ..Network::default()
@@ -1364,6 +1399,7 @@ impl Sim {
                     | Event::Fault
                     | Event::CrashLeader
                     | Event::Admin { .. }
+                    | Event::ClientsResume
             ) {
                 continue;
             }

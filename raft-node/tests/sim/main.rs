@@ -68,6 +68,7 @@ fn run_share(nodes: usize) -> Vec<SimReport> {
 /// The fault mix really happened and the cluster really worked.
 fn assert_exercised(nodes: usize, reports: &[SimReport]) {
     let sum = |f: fn(&SimReport) -> u64| reports.iter().map(f).sum::<u64>();
+    let max = |f: fn(&SimReport) -> usize| reports.iter().map(f).max().unwrap_or(0);
     assert!(sum(|r| r.ops_ok as u64) > 0, "no operation succeeded");
     assert!(sum(|r| r.committed as u64) > 0, "nothing committed");
     if nodes > 1 {
@@ -82,6 +83,10 @@ fn assert_exercised(nodes: usize, reports: &[SimReport]) {
         assert!(sum(|r| r.transfers) > 0, "no leader transfer");
         assert!(sum(|r| r.leader_removals) > 0, "no leader removed itself");
         assert!(sum(|r| r.quiesce_sent) > 0, "no group went quiet");
+        assert!(
+            max(|r| r.longest_quiet_ms as usize) >= 150,
+            "no leader stayed quiet for 150 ms"
+        );
         assert!(sum(|r| r.follower_reads) > 0, "no follower read");
     }
     assert!(sum(|r| r.membership_changes) > 0, "no membership change");
@@ -89,7 +94,6 @@ fn assert_exercised(nodes: usize, reports: &[SimReport]) {
     assert!(sum(|r| r.snapshots_installed) > 0, "no snapshot installed");
     assert!(sum(|r| r.lease_reads) > 0, "no lease read");
     assert!(sum(|r| r.reads_served) > 0, "no read served");
-    let max = |f: fn(&SimReport) -> usize| reports.iter().map(f).max().unwrap_or(0);
     if nodes > 3 {
         assert!(
             max(|r| r.max_replaced) > 1,
@@ -99,7 +103,7 @@ fn assert_exercised(nodes: usize, reports: &[SimReport]) {
     println!(
         "{nodes} nodes, {} seeds: {} membership changes (most voters {}, most replaced at \
          once {}, {} leaders removed themselves), {} transfers, {} snapshots built, {} installed or restored, {} reads served \
-         ({} on followers, {} by lease)",
+         ({} on followers, {} by lease), longest quiet leader {} ms",
         reports.len(),
         sum(|r| r.membership_changes),
         max(|r| r.max_voters),
@@ -111,6 +115,7 @@ fn assert_exercised(nodes: usize, reports: &[SimReport]) {
         sum(|r| r.reads_served),
         sum(|r| r.follower_reads),
         sum(|r| r.lease_reads),
+        max(|r| r.longest_quiet_ms as usize),
     );
 }
 
