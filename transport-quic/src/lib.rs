@@ -1,0 +1,1 @@
+//! transport-quic (being written).
