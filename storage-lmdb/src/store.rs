@@ -1,0 +1,503 @@
+//! [`LmdbLogStore`]: the [`LogStore`] implementation.
+
+use std::collections::BTreeMap;
+use std::fmt;
+use std::fs;
+use std::ops::{Bound, Range};
+use std::path::{Path, PathBuf};
+
+use heed::types::Bytes;
+use heed::{Database, Env, RoTxn, WithoutTls};
+use raft_api::{
+    Entry, GroupId, HardState, LogId, LogIndex, LogState, LogStore, Snapshot, StorageError,
+};
+
+use crate::codec;
+use crate::env;
+use crate::group::GroupView;
+use crate::options::LmdbOptions;
+use crate::snapshot_file;
+
+mod flush;
+mod recovery;
+#[cfg(test)]
+mod tests;
+
+/// Name of LMDB's data file in the store's directory.
+pub(crate) const DATA_FILE: &str = "data.mdb";
+/// Directory of snapshot images, inside the store's directory.
+pub(crate) const SNAPSHOT_DIR: &str = "snapshots";
+
+/// The store's LMDB databases.
+#[derive(Clone, Copy)]
+pub(crate) struct Dbs {
+    /// Log entries by (group, index).
+    pub(crate) entries: Database<Bytes, Bytes>,
+    /// Hard state by group.
+    pub(crate) hard_states: Database<Bytes, Bytes>,
+    /// Log bounds ([`BoundsRecord`](crate::codec::BoundsRecord)) by group.
+    pub(crate) bounds: Database<Bytes, Bytes>,
+    /// Snapshot records ([`SnapshotRecord`](crate::codec::SnapshotRecord)) by group.
+    pub(crate) snapshots: Database<Bytes, Bytes>,
+}
+
+/// A [`LogStore`] for every Raft group of a node, in one LMDB environment.
+///
+/// # Layout
+///
+/// The store owns a directory:
+///
+/// - `data.mdb`, `lock.mdb`: the LMDB environment, with the databases
+///   `meta` (format version and cluster id), `entries` (key: group and index,
+///   8 bytes big-endian each; value: the postcard-encoded [`Entry`]),
+///   `hard_states`, `bounds` (compaction point and last entry) and
+///   `snapshots` (snapshot metadata, and the length and CRC32 of the image),
+///   the last three keyed by group (8 bytes big-endian). Every value starts
+///   with a CRC32 of its key and body: a bit flip is reported as
+///   [`StorageError::Corrupt`] naming the file and the key, never returned
+///   as data.
+/// - `snapshots/<group>-<generation>.snap`: snapshot images, written
+///   atomically (temporary file, fsync, rename, fsync of the directory)
+///   before the record that names them is committed.
+///
+/// # Writes and durability
+///
+/// Writes are staged in memory, where reads see them, and
+/// [`flush`](LogStore::flush) writes everything staged, for every group, in
+/// one LMDB write transaction: one commit, so one fsync of the data file for
+/// all groups (plus one per snapshot image staged). A crash loses what was
+/// staged after the last successful flush and nothing else. A failed flush
+/// changes nothing on disk and leaves the writes staged.
+///
+/// The memory map starts at [`LmdbOptions::initial_map_size`] and doubles
+/// when a flush finds it full, up to [`LmdbOptions::max_map_size`]; past
+/// that, or when the disk is full, the flush fails with
+/// [`StorageError::Io`].
+///
+/// The flush is blocking: its future does the whole commit when first
+/// polled, on the calling thread, and is then ready. A driver awaits it on
+/// its own loop between turns, which is what group commit wants anyway; a
+/// later version could move the commit to `spawn_blocking`.
+///
+/// # Opening
+///
+/// [`open`](Self::open) creates a new directory (recording the cluster id
+/// and format version) or checks an existing one: it refuses another
+/// cluster's directory, a newer format, a truncated data file, group
+/// records whose bounds disagree with the stored entries, and snapshot
+/// files that are missing or of the wrong length, each with a
+/// [`StorageError::Corrupt`] that says what was found. It also removes
+/// snapshot files left over by a crash.
+///
+/// One directory belongs to one store: opening it twice in a process fails
+/// (heed refuses), and nothing else may write into it.
+pub struct LmdbLogStore {
+    dir: PathBuf,
+    data_path: PathBuf,
+    snap_dir: PathBuf,
+    env: Env<WithoutTls>,
+    dbs: Dbs,
+    groups: BTreeMap<GroupId, GroupView>,
+    max_map_size: usize,
+}
+
+impl fmt::Debug for LmdbLogStore {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("LmdbLogStore")
+            .field("dir", &self.dir)
+            .field("groups", &self.groups.len())
+            .field("unflushed", &self.has_unflushed())
+            .finish_non_exhaustive()
+    }
+}
+
+impl LmdbLogStore {
+    /// Opens the store in `dir`, creating the directory and an empty store
+    /// if needed.
+    ///
+    /// Fails with [`StorageError::Corrupt`] when the directory belongs to
+    /// another cluster, was written by a newer format version, or is damaged
+    /// (see the type's documentation), with [`StorageError::Io`] when the
+    /// operating system refuses (permissions, disk, the directory already
+    /// open in this process), and with [`StorageError::Other`] when
+    /// `options` are inconsistent.
+    pub fn open(dir: &Path, options: LmdbOptions) -> Result<Self, StorageError> {
+        let (initial_map_size, max_map_size) = options.map_sizes()?;
+        let dir = dir.to_path_buf();
+        let data_path = dir.join(DATA_FILE);
+        let snap_dir = dir.join(SNAPSHOT_DIR);
+        fs::create_dir_all(&snap_dir).map_err(|source| StorageError::Io {
+            path: snap_dir.clone(),
+            source,
+        })?;
+        recovery::refuse_empty_data_file(&data_path)?;
+        recovery::refuse_lost_data_file(&data_path, &snap_dir)?;
+        let env = env::open(&dir, &data_path, initial_map_size)?;
+        let dbs = recovery::open_databases(&env, &data_path, options.cluster_id)?;
+        // The directory entries of a new store (data file, snapshot
+        // directory) must survive a power loss too.
+        snapshot_file::sync_dir(&dir)?;
+        let mut store = Self {
+            dir,
+            data_path,
+            snap_dir,
+            env,
+            dbs,
+            groups: BTreeMap::new(),
+            max_map_size,
+        };
+        store.groups = store.load()?;
+        store.remove_stray_snapshot_files();
+        if options.verify_on_open {
+            store.verify()?;
+        }
+        Ok(store)
+    }
+
+    /// The directory the store lives in.
+    pub fn path(&self) -> &Path {
+        &self.dir
+    }
+
+    /// Whether any write is staged but not yet flushed (and so would be lost
+    /// by a crash).
+    pub fn has_unflushed(&self) -> bool {
+        self.groups.values().any(|g| g.dirty)
+    }
+
+    /// Current size of the memory map in bytes (it grows on demand).
+    pub fn map_size(&self) -> usize {
+        self.env.info().map_size
+    }
+
+    /// Checks every flushed byte: every record's and entry's checksum, that
+    /// each group's entries are contiguous from its compaction point to its
+    /// last entry, and every snapshot image's length and checksum. Staged
+    /// writes are not looked at. Takes time proportional to the data;
+    /// [`LmdbOptions::verify_on_open`] runs it at open.
+    pub fn verify(&self) -> Result<(), StorageError> {
+        let txn = self.read_txn()?;
+        let records = self.load_records(&txn)?;
+        self.check_structure(&txn, &records)?;
+        for (&group, record) in &records {
+            let bounds = record.bounds;
+            let mut expected = bounds.compacted.index.next();
+            let from = codec::entry_key(group, expected);
+            let to = codec::entry_key(group, bounds.last.index);
+            if bounds.last.index > bounds.compacted.index {
+                let range = (Bound::Included(&from[..]), Bound::Included(&to[..]));
+                for item in self
+                    .dbs
+                    .entries
+                    .range(&txn, &range)
+                    .map_err(|e| self.lmdb(e))?
+                {
+                    let (key, value) = item.map_err(|e| self.lmdb(e))?;
+                    let index = codec::parse_entry_key(key).map_or(LogIndex(0), |(_, i)| i);
+                    if index != expected {
+                        return Err(self.missing_entry(group, expected, bounds.last.index));
+                    }
+                    codec::decode_entry(key, value)
+                        .map_err(|detail| self.entry_corrupt(group, index, detail))?;
+                    expected = expected.next();
+                }
+                if expected <= bounds.last.index {
+                    return Err(self.missing_entry(group, expected, bounds.last.index));
+                }
+            }
+            if let Some(snapshot) = &record.snapshot {
+                let path = self.snapshot_path(group, snapshot.generation);
+                snapshot_file::read_verified(&path, snapshot.len, snapshot.crc)?;
+            }
+        }
+        Ok(())
+    }
+
+    // -- Reading -----------------------------------------------------------
+
+    pub(crate) fn read_txn(&self) -> Result<RoTxn<'_, WithoutTls>, StorageError> {
+        self.env.read_txn().map_err(|e| self.lmdb(e))
+    }
+
+    /// Appends the stored entries of `range` to `out` while their total size
+    /// stays within `max_bytes` (at least one entry in `out`). Returns
+    /// whether it stopped because of `max_bytes`.
+    fn read_stored(
+        &self,
+        group: GroupId,
+        range: Range<LogIndex>,
+        max_bytes: usize,
+        out: &mut Vec<Entry>,
+        total: &mut usize,
+    ) -> Result<bool, StorageError> {
+        let txn = self.read_txn()?;
+        let from = codec::entry_key(group, range.start);
+        let to = codec::entry_key(group, range.end.prev());
+        let bounds = (Bound::Included(&from[..]), Bound::Included(&to[..]));
+        let mut expected = range.start;
+        for item in self
+            .dbs
+            .entries
+            .range(&txn, &bounds)
+            .map_err(|e| self.lmdb(e))?
+        {
+            let (key, value) = item.map_err(|e| self.lmdb(e))?;
+            let index = codec::parse_entry_key(key).map_or(LogIndex(0), |(_, i)| i);
+            if index != expected {
+                return Err(self.missing_entry(group, expected, range.end.prev()));
+            }
+            let entry = codec::decode_entry(key, value)
+                .map_err(|detail| self.entry_corrupt(group, index, detail))?;
+            let size = entry.size();
+            if !out.is_empty() && total.saturating_add(size) > max_bytes {
+                return Ok(true);
+            }
+            *total = total.saturating_add(size);
+            out.push(entry);
+            expected = expected.next();
+        }
+        if expected < range.end {
+            return Err(self.missing_entry(group, expected, range.end.prev()));
+        }
+        Ok(false)
+    }
+
+    /// The stored entry at `index`, which the view says is there.
+    fn read_stored_entry(&self, group: GroupId, index: LogIndex) -> Result<Entry, StorageError> {
+        let mut out = Vec::with_capacity(1);
+        self.read_stored(group, index..index.next(), 0, &mut out, &mut 0)?;
+        out.pop()
+            .ok_or_else(|| self.missing_entry(group, index, index))
+    }
+
+    fn view(&self, group: GroupId) -> Option<&GroupView> {
+        self.groups.get(&group)
+    }
+
+    fn state_of(&self, group: GroupId) -> LogState {
+        self.view(group)
+            .map(GroupView::log_state)
+            .unwrap_or_default()
+    }
+
+    // -- Errors and paths --------------------------------------------------
+
+    pub(crate) fn lmdb(&self, error: heed::Error) -> StorageError {
+        env::lmdb_error(&self.data_path, error)
+    }
+
+    pub(crate) fn corrupt(&self, detail: String) -> StorageError {
+        StorageError::Corrupt {
+            path: self.data_path.clone(),
+            detail,
+        }
+    }
+
+    fn entry_corrupt(&self, group: GroupId, index: LogIndex, detail: String) -> StorageError {
+        self.corrupt(format!("database `entries`, key {group}/{index}: {detail}"))
+    }
+
+    pub(crate) fn missing_entry(
+        &self,
+        group: GroupId,
+        index: LogIndex,
+        upto: LogIndex,
+    ) -> StorageError {
+        self.corrupt(format!(
+            "database `entries`, key {group}/{index}: missing, although the log holds it \
+             (up to {upto})"
+        ))
+    }
+
+    pub(crate) fn snapshot_path(&self, group: GroupId, generation: u64) -> PathBuf {
+        self.snap_dir
+            .join(snapshot_file::file_name(group, generation))
+    }
+}
+
+impl LogStore for LmdbLogStore {
+    fn groups(&self) -> Result<Vec<GroupId>, StorageError> {
+        Ok(self.groups.keys().copied().collect())
+    }
+
+    fn hard_state(&self, group: GroupId) -> Result<HardState, StorageError> {
+        Ok(self.view(group).map(|v| v.hard_state).unwrap_or_default())
+    }
+
+    fn log_state(&self, group: GroupId) -> Result<LogState, StorageError> {
+        Ok(self.state_of(group))
+    }
+
+    /// Entries in `range`, bounded by `max_bytes` (but at least one), staged
+    /// or stored. An empty range returns no entries without any further
+    /// check. A stored entry that is missing or fails its checksum is
+    /// [`StorageError::Corrupt`].
+    fn entries(
+        &self,
+        group: GroupId,
+        range: Range<LogIndex>,
+        max_bytes: usize,
+    ) -> Result<Vec<Entry>, StorageError> {
+        if range.is_empty() {
+            return Ok(Vec::new());
+        }
+        let state = self.state_of(group);
+        if range.start <= state.compacted.index {
+            return Err(StorageError::Compacted {
+                group,
+                compacted: state.compacted.index,
+                asked: range.start,
+            });
+        }
+        if range.end > state.last.index.next() {
+            return Err(StorageError::Unavailable {
+                group,
+                last: state.last.index,
+                asked: range.end.prev(),
+            });
+        }
+        let Some(view) = self.view(group) else {
+            return Ok(Vec::new());
+        };
+        let mut out = Vec::new();
+        let mut total = 0usize;
+        let tail_start = view.tail_start();
+        if range.start < tail_start {
+            let stored = range.start..range.end.min(tail_start);
+            if self.read_stored(group, stored, max_bytes, &mut out, &mut total)? {
+                return Ok(out);
+            }
+        }
+        let mut index = range.start.max(tail_start);
+        while index < range.end {
+            let Some(entry) = view.tail_entry(index) else {
+                break;
+            };
+            let size = entry.size();
+            if !out.is_empty() && total.saturating_add(size) > max_bytes {
+                break;
+            }
+            total = total.saturating_add(size);
+            out.push(entry.clone());
+            index = index.next();
+        }
+        Ok(out)
+    }
+
+    fn save_hard_state(&mut self, group: GroupId, state: HardState) -> Result<(), StorageError> {
+        let view = self.groups.entry(group).or_default();
+        view.hard_state = state;
+        view.dirty = true;
+        Ok(())
+    }
+
+    /// Stages `entries`, which must have consecutive indexes starting right
+    /// after the last one (else [`StorageError::NotContiguous`], and nothing
+    /// is staged). An empty slice changes nothing.
+    fn append(&mut self, group: GroupId, entries: &[Entry]) -> Result<(), StorageError> {
+        if entries.is_empty() {
+            return Ok(());
+        }
+        let mut last = self.state_of(group).last.index;
+        for entry in entries {
+            if entry.id.index != last.next() || entry.id.index == LogIndex(u64::MAX) {
+                return Err(StorageError::NotContiguous {
+                    group,
+                    last,
+                    got: entry.id.index,
+                });
+            }
+            last = entry.id.index;
+        }
+        self.groups.entry(group).or_default().append(entries);
+        Ok(())
+    }
+
+    /// Stages removal of entries at `from` and after. `from` at or below the
+    /// compacted index is a [`StorageError::Compacted`] error; `from` past
+    /// the last index changes nothing.
+    fn truncate(&mut self, group: GroupId, from: LogIndex) -> Result<(), StorageError> {
+        let state = self.state_of(group);
+        if from <= state.compacted.index {
+            return Err(StorageError::Compacted {
+                group,
+                compacted: state.compacted.index,
+                asked: from,
+            });
+        }
+        if from > state.last.index {
+            return Ok(());
+        }
+        let Some(view) = self.view(group) else {
+            return Ok(());
+        };
+        let prev = from.prev();
+        let new_last = if prev == state.compacted.index {
+            state.compacted
+        } else if let Some(entry) = view.tail_entry(prev) {
+            entry.id
+        } else {
+            self.read_stored_entry(group, prev)?.id
+        };
+        if let Some(view) = self.groups.get_mut(&group) {
+            view.truncate(from, new_last);
+        }
+        Ok(())
+    }
+
+    /// Stages removal of entries up to and including `upto.index` and makes
+    /// `upto` the compaction point, term included (taken from the argument,
+    /// not checked against a stored entry). When the log ends before
+    /// `upto.index` every entry goes and the next append must start at
+    /// `upto.index + 1`. An index at or before the current compaction point
+    /// changes nothing.
+    fn compact(&mut self, group: GroupId, upto: LogId) -> Result<(), StorageError> {
+        if upto.index <= self.state_of(group).compacted.index {
+            return Ok(());
+        }
+        if upto.index == LogIndex(u64::MAX) {
+            return Err(StorageError::Other(format!(
+                "{group}: cannot compact up to the largest possible index"
+            )));
+        }
+        self.groups.entry(group).or_default().compact(upto);
+        Ok(())
+    }
+
+    /// Stages `snapshot` as the group's snapshot, replacing any previous
+    /// one. The image is written to its file at the next flush.
+    fn save_snapshot(&mut self, group: GroupId, snapshot: &Snapshot) -> Result<(), StorageError> {
+        let view = self.groups.entry(group).or_default();
+        view.staged_snapshot = Some(snapshot.clone());
+        view.dirty = true;
+        Ok(())
+    }
+
+    /// The group's snapshot: the staged one, or the flushed one read from
+    /// its file and checked against its recorded length and CRC32
+    /// ([`StorageError::Corrupt`] naming the file if it does not match).
+    fn snapshot(&self, group: GroupId) -> Result<Option<Snapshot>, StorageError> {
+        let Some(view) = self.view(group) else {
+            return Ok(None);
+        };
+        if let Some(staged) = &view.staged_snapshot {
+            return Ok(Some(staged.clone()));
+        }
+        let Some(record) = &view.snapshot else {
+            return Ok(None);
+        };
+        let path = self.snapshot_path(group, record.generation);
+        let data = snapshot_file::read_verified(&path, record.len, record.crc)?;
+        Ok(Some(Snapshot {
+            meta: record.meta.clone(),
+            data,
+        }))
+    }
+
+    /// Writes everything staged, for all groups, in one LMDB transaction
+    /// (see the type's documentation). Blocking: the work happens when the
+    /// future is first polled.
+    async fn flush(&mut self) -> Result<(), StorageError> {
+        self.flush_now()
+    }
+}
