@@ -32,4 +32,12 @@ pub trait Transport: Send + Sync + 'static {
 
     /// Forgets a peer and closes any connection to it.
     fn remove_peer(&self, id: NodeId);
+
+    /// Stops listening and closes every connection; resolves once the
+    /// listening address is free again. The node calls it when it shuts
+    /// down. The default does nothing (for transports with nothing to
+    /// release).
+    fn shutdown(&self) -> impl Future<Output = ()> + Send {
+        async {}
+    }
 }

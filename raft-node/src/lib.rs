@@ -6,6 +6,8 @@
 //! so it can be driven by any runtime or by a simulator.
 
 #[cfg(feature = "runtime")]
+pub mod backends;
+#[cfg(feature = "runtime")]
 pub mod driver;
 pub mod engine;
 pub mod error;

@@ -1,1 +1,382 @@
-//! transport-tcp (being written).
+//! A Raft [`Transport`] over TCP, with tokio.
+//!
+//! Each node listens on one port and opens one connection to each peer it
+//! sends to, so two nodes talking both ways use two connections, each
+//! carrying batches one way:
+//!
+//! ```text
+//!  node 1                                              node 2
+//!  send(2, batch) ─► queue ─► writer ══ hello, frames ══► reader ─► inbox
+//!           inbox ◄─ reader ◄══ hello, frames ══ writer ◄─ queue ◄─ send(1, batch)
+//! ```
+//!
+//! - **Wire format**: the frames and hello of [`raft_api::codec`]: a frame
+//!   holds one batch, with the cluster id, the protocol version, a length
+//!   checked against [`TcpConfig::max_frame_bytes`] before the payload is
+//!   read, and a CRC-32.
+//! - **Receiving**: an accepted connection must first send a
+//!   [`Hello`](raft_api::codec::Hello) of this cluster and version; its
+//!   batches are delivered as coming from the node it names (an envelope
+//!   claiming another sender closes the connection). A bad hello, garbage,
+//!   an oversized or corrupt frame closes that connection only; the
+//!   listener keeps serving the others.
+//! - **Sending**: [`send`](Transport::send) never blocks and never waits: it
+//!   puts the batch on the peer's bounded queue, or drops it when the queue
+//!   is full (Raft tolerates loss; memory stays bounded). A writer task per
+//!   peer, started on the first send, connects (`TCP_NODELAY`), sends the
+//!   hello, then writes queued batches, several frames per system call. A
+//!   failed connection is re-established with jittered exponential backoff
+//!   ([`TcpConfig::backoff_min`] doubling to [`TcpConfig::backoff_max`]);
+//!   the batches being written when it failed are lost.
+//! - **Peers**: [`add_peer`](Transport::add_peer) sets or updates an address
+//!   (`"host:port"`, resolved at each connection; a change reconnects),
+//!   [`remove_peer`](Transport::remove_peer) closes the connection and
+//!   forgets the peer.
+//! - **Observability**: [`TcpTransport::metrics`] counts batches, drops,
+//!   connections and decode errors; errors are logged with `tracing`.
+//!
+//! TLS is not supported yet: use it on trusted networks only. A peer is
+//! identified by the node id in its hello, not authenticated.
+//!
+//! # Example
+//!
+//! ```
+//! use std::sync::{Arc, Mutex};
+//!
+//! use raft_api::{Envelope, GroupId, Inbox, Message, NodeId, Term, Transport};
+//! use transport_tcp::{TcpConfig, TcpTransport};
+//!
+//! #[derive(Default)]
+//! struct Collect(Mutex<Vec<(NodeId, Vec<Envelope>)>>);
+//!
+//! impl Inbox for Collect {
+//!     fn deliver(&self, from: NodeId, batch: Vec<Envelope>) {
+//!         self.0.lock().unwrap().push((from, batch));
+//!     }
+//! }
+//!
+//! # tokio::runtime::Builder::new_current_thread().enable_all().build()?.block_on(async {
+//! let any_port = "127.0.0.1:0".parse()?;
+//! let n1 = TcpTransport::new(TcpConfig::new(NodeId(1), 42, any_port))?;
+//! let n2 = TcpTransport::new(TcpConfig::new(NodeId(2), 42, any_port))?;
+//! let inbox = Arc::new(Collect::default());
+//! n1.start(Arc::new(Collect::default())).await?;
+//! n2.start(inbox.clone()).await?;
+//!
+//! let n2_address = n2.local_addr().expect("started").to_string();
+//! n1.add_peer(NodeId(2), n2_address);
+//! let hello = Envelope {
+//!     group: GroupId(1),
+//!     from: NodeId(1),
+//!     to: NodeId(2),
+//!     term: Term(1),
+//!     msg: Message::TimeoutNow,
+//! };
+//! n1.send(NodeId(2), vec![hello.clone()])?; // returns at once
+//!
+//! while inbox.0.lock().unwrap().is_empty() {
+//!     tokio::time::sleep(std::time::Duration::from_millis(5)).await;
+//! }
+//! assert_eq!(inbox.0.lock().unwrap()[0], (NodeId(1), vec![hello]));
+//! assert_eq!(n1.metrics().batches_sent, 1);
+//! n1.shutdown().await;
+//! n2.shutdown().await;
+//! # Ok::<(), Box<dyn std::error::Error>>(())
+//! # })?;
+//! # Ok::<(), Box<dyn std::error::Error>>(())
+//! ```
+
+mod config;
+mod inbound;
+mod metrics;
+mod outbound;
+
+use std::collections::HashMap;
+use std::fmt;
+use std::net::SocketAddr;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex, MutexGuard, OnceLock};
+
+use raft_api::codec::FrameCodec;
+use raft_api::{ConfigError, Envelope, Inbox, NodeId, Transport, TransportError};
+use tokio::net::TcpListener;
+use tokio::sync::{Semaphore, mpsc, watch};
+use tokio::task::{JoinHandle, JoinSet};
+use tracing::{debug, info};
+
+pub use crate::config::TcpConfig;
+pub use crate::metrics::TcpMetrics;
+
+use crate::inbound::Receiver;
+use crate::metrics::{Counters, add};
+use crate::outbound::{Writer, WriterContext};
+
+/// A [`Transport`] over TCP. See the [crate documentation](crate).
+///
+/// Must be started (and used) inside a tokio runtime with I/O and time
+/// enabled. Dropping it stops its tasks and closes its listener and
+/// connections; [`shutdown`](Self::shutdown) does the same and waits until
+/// they are gone.
+pub struct TcpTransport {
+    config: Arc<TcpConfig>,
+    codec: FrameCodec,
+    metrics: Arc<Counters>,
+    writers: Arc<WriterContext>,
+    peers: Mutex<HashMap<NodeId, Peer>>,
+    /// Where writer tasks are spawned, captured by `start`.
+    runtime: OnceLock<tokio::runtime::Handle>,
+    local_addr: OnceLock<SocketAddr>,
+    started: AtomicBool,
+    closed: AtomicBool,
+    listener: Mutex<Option<JoinHandle<()>>>,
+    connections: Arc<Mutex<JoinSet<()>>>,
+}
+
+/// What the transport knows of a peer.
+struct Peer {
+    /// The address; the writer reads it at each connection attempt.
+    address: watch::Sender<String>,
+    /// Started by the first send.
+    writer: Option<Writer>,
+}
+
+impl TcpTransport {
+    /// A transport with `config`, not started yet. Fails if the settings
+    /// cannot work (see [`TcpConfig::validate`]).
+    pub fn new(config: TcpConfig) -> Result<Self, ConfigError> {
+        config.validate()?;
+        let config = Arc::new(config);
+        let codec = FrameCodec::new(config.cluster_id, config.max_frame_bytes);
+        let metrics = Arc::new(Counters::default());
+        Ok(Self {
+            writers: Arc::new(WriterContext {
+                config: Arc::clone(&config),
+                codec,
+                metrics: Arc::clone(&metrics),
+            }),
+            config,
+            codec,
+            metrics,
+            peers: Mutex::default(),
+            runtime: OnceLock::new(),
+            local_addr: OnceLock::new(),
+            started: AtomicBool::new(false),
+            closed: AtomicBool::new(false),
+            listener: Mutex::new(None),
+            connections: Arc::default(),
+        })
+    }
+
+    /// The settings.
+    pub fn config(&self) -> &TcpConfig {
+        &self.config
+    }
+
+    /// The address the listener is bound to, once started: with port 0 in
+    /// [`TcpConfig::listen`], the port that was picked.
+    pub fn local_addr(&self) -> Option<SocketAddr> {
+        self.local_addr.get().copied()
+    }
+
+    /// The counters so far.
+    pub fn metrics(&self) -> TcpMetrics {
+        self.metrics.snapshot()
+    }
+
+    /// Batches waiting in the queue of `peer` (0 for a peer never sent to
+    /// or unknown). At most [`TcpConfig::queue_capacity`].
+    pub fn queued(&self, peer: NodeId) -> usize {
+        lock(&self.peers)
+            .get(&peer)
+            .and_then(|p| p.writer.as_ref())
+            .map_or(0, Writer::queued)
+    }
+
+    /// Stops the transport: closes the listener, every connection and
+    /// every writer, and waits until they are gone, so the listening port
+    /// is free when this returns. Queued batches are dropped. Later sends
+    /// fail with [`TransportError::Closed`].
+    pub async fn shutdown(&self) {
+        self.closed.store(true, Ordering::SeqCst);
+        let listener = lock(&self.listener).take();
+        if let Some(task) = listener {
+            task.abort();
+            let _ = task.await;
+        }
+        let writers: Vec<Writer> = lock(&self.peers)
+            .drain()
+            .filter_map(|(_, peer)| peer.writer)
+            .collect();
+        for mut writer in writers {
+            writer.task.abort();
+            let _ = (&mut writer.task).await;
+        }
+        let mut connections = std::mem::take(&mut *lock(&self.connections));
+        connections.shutdown().await;
+        debug!(node = %self.config.node_id, "transport shut down");
+    }
+
+    /// The runtime to spawn writers on: the one `start` ran in, or the
+    /// caller's.
+    fn runtime(&self) -> Result<tokio::runtime::Handle, TransportError> {
+        if let Some(handle) = self.runtime.get() {
+            return Ok(handle.clone());
+        }
+        tokio::runtime::Handle::try_current().map_err(|_| {
+            TransportError::Other(
+                "TcpTransport::send before start must run inside a tokio runtime".into(),
+            )
+        })
+    }
+}
+
+impl Transport for TcpTransport {
+    /// Shuts the transport down (see the inherent
+    /// [`shutdown`](TcpTransport::shutdown)).
+    fn shutdown(&self) -> impl std::future::Future<Output = ()> + Send {
+        TcpTransport::shutdown(self)
+    }
+
+    /// Binds [`TcpConfig::listen`] and serves incoming connections,
+    /// delivering their batches to `inbox`. Fails if the address cannot be
+    /// bound, or if the transport was already started or shut down.
+    async fn start(&self, inbox: Arc<dyn Inbox>) -> Result<(), TransportError> {
+        if self.closed.load(Ordering::SeqCst) {
+            return Err(TransportError::Closed);
+        }
+        if self.started.swap(true, Ordering::SeqCst) {
+            return Err(TransportError::Other("transport already started".into()));
+        }
+        let listener = match TcpListener::bind(self.config.listen).await {
+            Ok(listener) => listener,
+            Err(error) => {
+                self.started.store(false, Ordering::SeqCst);
+                return Err(error.into());
+            }
+        };
+        let address = listener.local_addr()?;
+        let _ = self.local_addr.set(address);
+        let runtime = tokio::runtime::Handle::current();
+        let _ = self.runtime.set(runtime.clone());
+        let receiver = Arc::new(Receiver {
+            config: Arc::clone(&self.config),
+            codec: self.codec,
+            metrics: Arc::clone(&self.metrics),
+            inbox,
+            slots: Arc::new(Semaphore::new(self.config.max_inbound_connections)),
+            connections: Arc::clone(&self.connections),
+        });
+        *lock(&self.listener) = Some(runtime.spawn(receiver.accept_loop(listener)));
+        info!(node = %self.config.node_id, %address, "listening");
+        Ok(())
+    }
+
+    /// Queues `batch` for `to` and returns at once. An empty batch is
+    /// ignored; a full queue drops the batch (counted in
+    /// [`TcpMetrics::dropped_queue_full`]) and still returns `Ok`.
+    ///
+    /// Errors: [`TransportError::UnknownPeer`] when no address is known for
+    /// `to`, [`TransportError::Closed`] after [`shutdown`](Self::shutdown),
+    /// and [`TransportError::Other`] when called before
+    /// [`start`](Transport::start) outside a tokio runtime.
+    fn send(&self, to: NodeId, batch: Vec<Envelope>) -> Result<(), TransportError> {
+        if self.closed.load(Ordering::Relaxed) {
+            return Err(TransportError::Closed);
+        }
+        if batch.is_empty() {
+            return Ok(());
+        }
+        let mut peers = lock(&self.peers);
+        let peer = peers.get_mut(&to).ok_or(TransportError::UnknownPeer(to))?;
+        let mut batch = batch;
+        // Twice at most: a second time if the writer had died (it only ends
+        // when its peer is dropped, but stay robust).
+        for _ in 0..2 {
+            let writer = match &mut peer.writer {
+                Some(writer) if !writer.queue.is_closed() => writer,
+                slot => slot.insert(Writer::spawn(
+                    &self.writers,
+                    to,
+                    peer.address.subscribe(),
+                    &self.runtime()?,
+                )),
+            };
+            match writer.queue.try_send(batch) {
+                Ok(()) => return Ok(()),
+                Err(mpsc::error::TrySendError::Full(_)) => {
+                    add(&self.metrics.dropped_queue_full, 1);
+                    return Ok(());
+                }
+                Err(mpsc::error::TrySendError::Closed(back)) => {
+                    peer.writer = None;
+                    batch = back;
+                }
+            }
+        }
+        add(&self.metrics.dropped_unsendable, 1);
+        Ok(())
+    }
+
+    /// Sets the address of `id` ("host:port"). A changed address closes the
+    /// current connection to `id`; the next one goes to the new address.
+    fn add_peer(&self, id: NodeId, address: String) {
+        let mut peers = lock(&self.peers);
+        match peers.get(&id) {
+            Some(peer) => {
+                peer.address.send_if_modified(|current| {
+                    let changed = *current != address;
+                    if changed {
+                        *current = address;
+                    }
+                    changed
+                });
+            }
+            None => {
+                let (address, _) = watch::channel(address);
+                peers.insert(
+                    id,
+                    Peer {
+                        address,
+                        writer: None,
+                    },
+                );
+            }
+        }
+    }
+
+    /// Forgets `id`: closes the connection to it and drops its queued
+    /// batches. Sends to it fail with [`TransportError::UnknownPeer`] until
+    /// it is added again. Connections it opened to this node are not
+    /// closed.
+    fn remove_peer(&self, id: NodeId) {
+        let removed = lock(&self.peers).remove(&id);
+        drop(removed);
+    }
+}
+
+impl Drop for TcpTransport {
+    fn drop(&mut self) {
+        if let Some(task) = lock(&self.listener).take() {
+            task.abort();
+        }
+        lock(&self.peers).clear();
+        lock(&self.connections).abort_all();
+    }
+}
+
+impl fmt::Debug for TcpTransport {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("TcpTransport")
+            .field("node_id", &self.config.node_id)
+            .field("cluster_id", &self.config.cluster_id)
+            .field("local_addr", &self.local_addr())
+            .finish_non_exhaustive()
+    }
+}
+
+/// Locks a mutex, ignoring poisoning: the data stays usable.
+fn lock<T>(mutex: &Mutex<T>) -> MutexGuard<'_, T> {
+    mutex
+        .lock()
+        .unwrap_or_else(|poisoned| poisoned.into_inner())
+}

@@ -832,6 +832,7 @@ where
         for (_, f) in self.forwarded.drain() {
             let _ = f.reply.send(Err(ProposeError::Shutdown));
         }
+        self.transport.shutdown().await;
         let mut status = self
             .shared
             .status

@@ -1,0 +1,196 @@
+//! One 3-node cluster test run over every transport x storage pair, the
+//! backends chosen by configuration strings alone (as a deployment would,
+//! from its config file).
+
+#![allow(missing_docs)]
+
+use std::net::{SocketAddr, TcpListener, UdpSocket};
+use std::path::Path;
+use std::time::Duration;
+
+use bytes::Bytes;
+use raft_api::{Config, GroupId, NodeId, Transport};
+use raft_node::backends::{
+    StorageKind, TlsFiles, TransportKind, TransportSettings, build_transport, open_log_store,
+};
+use raft_node::driver::{Consistency, Node, NodeConfig};
+use rcgen::{
+    BasicConstraints, CertificateParams, ExtendedKeyUsagePurpose, IsCa, KeyPair, KeyUsagePurpose,
+};
+use storage_mem::{KvCommand, KvStateMachine};
+
+const CLUSTER: u64 = 42;
+const G: GroupId = GroupId(1);
+
+/// A free loopback port for `kind` (TCP or UDP).
+fn free_port(kind: TransportKind) -> SocketAddr {
+    let addr = SocketAddr::from(([127, 0, 0, 1], 0));
+    match kind {
+        TransportKind::Quic => UdpSocket::bind(addr).unwrap().local_addr().unwrap(),
+        _ => TcpListener::bind(addr).unwrap().local_addr().unwrap(),
+    }
+}
+
+/// A cluster CA and a certificate per node (`node-<id>.raft`), as PEM files.
+fn write_certs(dir: &Path, nodes: u64) -> Vec<TlsFiles> {
+    let ca_key = KeyPair::generate().unwrap();
+    let mut ca = CertificateParams::new(Vec::<String>::new()).unwrap();
+    ca.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
+    ca.key_usages = vec![
+        KeyUsagePurpose::KeyCertSign,
+        KeyUsagePurpose::DigitalSignature,
+    ];
+    let ca_cert = ca.self_signed(&ca_key).unwrap();
+    let ca_path = dir.join("ca.pem");
+    std::fs::write(&ca_path, ca_cert.pem()).unwrap();
+    (1..=nodes)
+        .map(|id| {
+            let key = KeyPair::generate().unwrap();
+            let mut params = CertificateParams::new(vec![format!("node-{id}.raft")]).unwrap();
+            params.extended_key_usages = vec![
+                ExtendedKeyUsagePurpose::ServerAuth,
+                ExtendedKeyUsagePurpose::ClientAuth,
+            ];
+            params.key_usages = vec![KeyUsagePurpose::DigitalSignature];
+            let cert = params.signed_by(&key, &ca_cert, &ca_key).unwrap();
+            let (cert_path, key_path) = (
+                dir.join(format!("n{id}.pem")),
+                dir.join(format!("n{id}.key")),
+            );
+            std::fs::write(&cert_path, cert.pem()).unwrap();
+            std::fs::write(&key_path, key.serialize_pem()).unwrap();
+            TlsFiles {
+                ca: ca_path.clone(),
+                cert: cert_path,
+                key: key_path,
+            }
+        })
+        .collect()
+}
+
+/// Runs three nodes with the named backends: elect, write through a
+/// follower, read linearizably everywhere, restart a follower on its
+/// stored state.
+async fn cluster_over(transport: &str, storage: &str) {
+    let tk: TransportKind = transport.parse().unwrap();
+    let sk: StorageKind = storage.parse().unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let certs = write_certs(dir.path(), 3);
+    let addrs: Vec<SocketAddr> = (0..3).map(|_| free_port(tk)).collect();
+    let start = |id: u64| {
+        let dir = dir.path().join(format!("data{id}"));
+        let certs = certs.clone();
+        let addrs = addrs.clone();
+        async move {
+            let mut settings =
+                TransportSettings::new(tk, NodeId(id), CLUSTER, addrs[id as usize - 1]);
+            settings.tls = Some(certs[id as usize - 1].clone());
+            let transport = build_transport(settings).expect("transport");
+            for peer in 1..=3u64 {
+                if peer != id {
+                    transport.add_peer(NodeId(peer), addrs[peer as usize - 1].to_string());
+                }
+            }
+            std::fs::create_dir_all(&dir).unwrap();
+            let store = open_log_store(sk, Some(&dir), CLUSTER).expect("log store");
+            let mut config = NodeConfig::new(NodeId(id));
+            config.raft = Config {
+                election_timeout_min_ms: 150,
+                election_timeout_max_ms: 300,
+                heartbeat_interval_ms: 30,
+                lease_clock_drift_ms: 50,
+                ..Config::default()
+            };
+            let voters = vec![NodeId(1), NodeId(2), NodeId(3)];
+            Node::start(
+                config,
+                transport,
+                store,
+                |_| KvStateMachine::new(),
+                &[(G, voters)],
+            )
+            .await
+            .expect("node starts")
+        }
+    };
+    let mut nodes = Vec::new();
+    for id in 1..=3 {
+        nodes.push(start(id).await);
+    }
+    let leader = nodes[0]
+        .wait_for_leader(G, Duration::from_secs(10))
+        .await
+        .unwrap_or_else(|_| panic!("{transport}+{storage}: no leader"));
+    let follower = (1..=3).find(|&i| NodeId(i) != leader).unwrap();
+    let put = KvCommand::Put {
+        key: Bytes::from("k"),
+        value: Bytes::from(format!("{transport}+{storage}")),
+    };
+    nodes[follower as usize - 1]
+        .propose(G, put.encode())
+        .await
+        .unwrap_or_else(|e| panic!("{transport}+{storage}: write through a follower: {e}"));
+    for n in &nodes {
+        let v = n
+            .read_with(G, Consistency::Linearizable, |kv: &KvStateMachine| {
+                kv.get(b"k")
+            })
+            .await
+            .unwrap();
+        assert_eq!(v, Some(Bytes::from(format!("{transport}+{storage}"))));
+    }
+    // With durable storage, a follower restarts on what it stored and
+    // catches up. (An in-memory store would come back empty: a node that
+    // lost its state must rejoin as a learner, not as the voter it was.)
+    if sk == StorageKind::Mem {
+        for n in &nodes {
+            n.shutdown().await;
+        }
+        return;
+    }
+    let other = (1..=3)
+        .find(|&i| NodeId(i) != leader && i != follower)
+        .unwrap();
+    nodes[other as usize - 1].shutdown().await;
+    nodes[other as usize - 1] = start(other).await;
+    let restarted = nodes[other as usize - 1].clone();
+    let mut caught_up = false;
+    for _ in 0..500 {
+        let v = restarted
+            .read_with(G, Consistency::Stale, |kv: &KvStateMachine| kv.get(b"k"))
+            .await
+            .unwrap();
+        if v.is_some() {
+            caught_up = true;
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    assert!(
+        caught_up,
+        "{transport}+{storage}: the restarted node caught up"
+    );
+    for n in &nodes {
+        n.shutdown().await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn cluster_over_tcp_and_mem() {
+    cluster_over("tcp", "mem").await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn cluster_over_tcp_and_lmdb() {
+    cluster_over("tcp", "lmdb").await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn cluster_over_quic_and_mem() {
+    cluster_over("quic", "mem").await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn cluster_over_quic_and_lmdb() {
+    cluster_over("quic", "lmdb").await;
+}

@@ -1,0 +1,179 @@
+//! Settings of a [`TcpTransport`](crate::TcpTransport).
+
+use std::net::SocketAddr;
+use std::time::Duration;
+
+use raft_api::codec::{DEFAULT_MAX_FRAME_BYTES, HEADER_LEN};
+use raft_api::{ConfigError, NodeId};
+
+/// Settings of a [`TcpTransport`](crate::TcpTransport).
+///
+/// Build one with [`TcpConfig::new`] and change fields as needed:
+///
+/// ```
+/// use std::time::Duration;
+/// use raft_api::NodeId;
+/// use transport_tcp::TcpConfig;
+///
+/// let config = TcpConfig {
+///     queue_capacity: 256,
+///     backoff_max: Duration::from_secs(2),
+///     ..TcpConfig::new(NodeId(1), 0xC1, "127.0.0.1:7001".parse()?)
+/// };
+/// config.validate()?;
+/// # Ok::<(), Box<dyn std::error::Error>>(())
+/// ```
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct TcpConfig {
+    /// This node. Sent in the [`Hello`](raft_api::codec::Hello) of every
+    /// connection it opens; receivers attribute its batches to it.
+    pub node_id: NodeId,
+    /// The cluster. Frames and hellos of another cluster are refused.
+    pub cluster_id: u64,
+    /// Address to listen on; port 0 picks a free port (see
+    /// [`TcpTransport::local_addr`](crate::TcpTransport::local_addr)).
+    pub listen: SocketAddr,
+    /// Largest frame sent or accepted, header included. A batch that does
+    /// not fit is split over several frames; a single envelope that does
+    /// not fit is dropped. Must exceed the largest message the engine
+    /// builds (`max_append_bytes`, `snapshot_chunk_bytes`). Default
+    /// [`DEFAULT_MAX_FRAME_BYTES`] (16 MiB).
+    pub max_frame_bytes: usize,
+    /// Batches queued per peer while its connection is busy or down; when
+    /// full, [`send`](raft_api::Transport::send) drops the batch (counted
+    /// in [`TcpMetrics::dropped_queue_full`](crate::TcpMetrics)). Default
+    /// 1024.
+    pub queue_capacity: usize,
+    /// Longest wait to establish an outgoing connection. Default 5 s.
+    pub connect_timeout: Duration,
+    /// Time an accepted connection has to send its hello. Default 5 s.
+    pub handshake_timeout: Duration,
+    /// Longest wait for one write to a peer; a peer that stops reading for
+    /// longer is disconnected. Default 10 s.
+    pub write_timeout: Duration,
+    /// First delay before reconnecting after a failure; it doubles after
+    /// each failure up to `backoff_max`, with random jitter. Default 50 ms.
+    pub backoff_min: Duration,
+    /// Longest delay between reconnection attempts. Default 5 s.
+    pub backoff_max: Duration,
+    /// Most accepted connections served at once; more are closed at once.
+    /// Default 1024.
+    pub max_inbound_connections: usize,
+}
+
+/// Largest accepted [`TcpConfig::queue_capacity`].
+const MAX_QUEUE_CAPACITY: usize = 1 << 20;
+
+/// Smallest accepted [`TcpConfig::max_frame_bytes`].
+const MIN_FRAME_BYTES: usize = 1024;
+
+impl TcpConfig {
+    /// Settings for `node_id` of `cluster_id` listening on `listen`, with
+    /// defaults for everything else.
+    pub fn new(node_id: NodeId, cluster_id: u64, listen: SocketAddr) -> Self {
+        Self {
+            node_id,
+            cluster_id,
+            listen,
+            max_frame_bytes: DEFAULT_MAX_FRAME_BYTES,
+            queue_capacity: 1024,
+            connect_timeout: Duration::from_secs(5),
+            handshake_timeout: Duration::from_secs(5),
+            write_timeout: Duration::from_secs(10),
+            backoff_min: Duration::from_millis(50),
+            backoff_max: Duration::from_secs(5),
+            max_inbound_connections: 1024,
+        }
+    }
+
+    /// Checks that the settings can work, naming the field and the fix
+    /// otherwise.
+    pub fn validate(&self) -> Result<(), ConfigError> {
+        let error = |field: &'static str, problem: String, fix: &str| ConfigError {
+            field,
+            problem,
+            fix: fix.to_owned(),
+        };
+        if self.max_frame_bytes < MIN_FRAME_BYTES.max(HEADER_LEN + 1) {
+            return Err(error(
+                "max_frame_bytes",
+                format!("is {}, too small for any message", self.max_frame_bytes),
+                "use at least 1 KiB; the default is 16 MiB",
+            ));
+        }
+        if self.queue_capacity == 0 || self.queue_capacity > MAX_QUEUE_CAPACITY {
+            return Err(error(
+                "queue_capacity",
+                format!("is {}", self.queue_capacity),
+                "use between 1 and 1048576 batches; the default is 1024",
+            ));
+        }
+        for (field, value) in [
+            ("connect_timeout", self.connect_timeout),
+            ("handshake_timeout", self.handshake_timeout),
+            ("write_timeout", self.write_timeout),
+            ("backoff_min", self.backoff_min),
+        ] {
+            if value.is_zero() {
+                return Err(error(field, "is zero".into(), "use a positive duration"));
+            }
+        }
+        if self.backoff_max < self.backoff_min {
+            return Err(error(
+                "backoff_max",
+                format!(
+                    "({:?}) is below backoff_min ({:?})",
+                    self.backoff_max, self.backoff_min
+                ),
+                "make backoff_max at least backoff_min",
+            ));
+        }
+        if self.max_inbound_connections == 0 {
+            return Err(error(
+                "max_inbound_connections",
+                "is zero: no peer could connect".into(),
+                "use at least the number of peers; the default is 1024",
+            ));
+        }
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn config() -> TcpConfig {
+        TcpConfig::new(NodeId(1), 7, "127.0.0.1:0".parse().unwrap())
+    }
+
+    #[test]
+    fn defaults_are_valid() {
+        assert_eq!(config().validate(), Ok(()));
+    }
+
+    #[test]
+    fn errors_name_the_field() {
+        let field = |change: fn(&mut TcpConfig)| {
+            let mut c = config();
+            change(&mut c);
+            c.validate().unwrap_err().field
+        };
+        assert_eq!(field(|c| c.max_frame_bytes = 10), "max_frame_bytes");
+        assert_eq!(field(|c| c.queue_capacity = 0), "queue_capacity");
+        assert_eq!(field(|c| c.queue_capacity = usize::MAX), "queue_capacity");
+        assert_eq!(
+            field(|c| c.connect_timeout = Duration::ZERO),
+            "connect_timeout"
+        );
+        assert_eq!(field(|c| c.write_timeout = Duration::ZERO), "write_timeout");
+        assert_eq!(
+            field(|c| c.backoff_max = Duration::from_millis(1)),
+            "backoff_max"
+        );
+        assert_eq!(
+            field(|c| c.max_inbound_connections = 0),
+            "max_inbound_connections"
+        );
+    }
+}

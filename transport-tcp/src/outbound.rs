@@ -1,0 +1,345 @@
+//! The sending side: one writer task per peer, fed by a bounded queue,
+//! owning at most one connection to that peer.
+//!
+//! ```text
+//! send ──try_send──► queue (bounded) ──► writer task ──► TCP connection
+//!          │ full: drop + count           │ hello, then frames, several per write
+//!                                          │ failure: backoff, reconnect
+//! ```
+
+use std::sync::Arc;
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use bytes::BytesMut;
+use raft_api::codec::{CodecError, FrameCodec, Hello};
+use raft_api::{Envelope, NodeId};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::TcpStream;
+use tokio::sync::{mpsc, watch};
+use tokio::task::JoinHandle;
+use tokio::time::{Instant, timeout};
+use tracing::{debug, info, warn};
+
+use crate::config::TcpConfig;
+use crate::metrics::{Counters, add};
+
+/// Bytes of frames gathered for one write, when more batches are queued.
+const WRITE_CHUNK: usize = 1024 * 1024;
+
+/// A connection that lasted this long was healthy: the next failure starts
+/// the backoff from its minimum again.
+const HEALTHY_SESSION: Duration = Duration::from_secs(1);
+
+/// A buffer grown past this by a large frame is released after the write.
+const KEEP_BUFFER: usize = 4 * WRITE_CHUNK;
+
+/// What a writer task needs; shared by all writers of a transport.
+pub(crate) struct WriterContext {
+    pub(crate) config: Arc<TcpConfig>,
+    pub(crate) codec: FrameCodec,
+    pub(crate) metrics: Arc<Counters>,
+}
+
+/// A peer's queue and writer task. Dropping it stops the task, which
+/// closes the connection.
+pub(crate) struct Writer {
+    pub(crate) queue: mpsc::Sender<Vec<Envelope>>,
+    pub(crate) task: JoinHandle<()>,
+}
+
+impl Drop for Writer {
+    fn drop(&mut self) {
+        self.task.abort();
+    }
+}
+
+impl Writer {
+    /// Starts the writer of `peer` on `runtime`, reading the peer's address
+    /// from `address` (updates close the connection and reconnect).
+    pub(crate) fn spawn(
+        context: &Arc<WriterContext>,
+        peer: NodeId,
+        address: watch::Receiver<String>,
+        runtime: &tokio::runtime::Handle,
+    ) -> Self {
+        let (queue, batches) = mpsc::channel(context.config.queue_capacity);
+        let task = runtime.spawn(run(Arc::clone(context), peer, batches, address));
+        Self { queue, task }
+    }
+
+    /// Batches waiting in the queue.
+    pub(crate) fn queued(&self) -> usize {
+        self.queue.max_capacity() - self.queue.capacity()
+    }
+}
+
+/// Why a connection ended.
+enum End {
+    /// It failed; reconnect after a backoff.
+    Failed,
+    /// The peer's address changed; reconnect at once.
+    AddressChanged,
+    /// The transport dropped the peer; stop.
+    Stopped,
+}
+
+/// The writer task of one peer: connects when there is something to send,
+/// writes until the connection fails, backs off, reconnects.
+async fn run(
+    context: Arc<WriterContext>,
+    peer: NodeId,
+    mut batches: mpsc::Receiver<Vec<Envelope>>,
+    mut address: watch::Receiver<String>,
+) {
+    let node = context.config.node_id;
+    let mut backoff = Backoff::new(&context.config, node, peer);
+    let mut session = Session {
+        context: &context,
+        peer,
+        buf: BytesMut::new(),
+        hello: Hello::new(context.config.cluster_id, node).encode(),
+    };
+    loop {
+        // Connect only when there is something to send.
+        let Some(first) = batches.recv().await else {
+            return;
+        };
+        let target = address.borrow_and_update().clone();
+        let stream = match connect(&context.config, &target).await {
+            Ok(stream) => stream,
+            Err(error) => {
+                add(&context.metrics.connect_failures, 1);
+                let delay = backoff.next_delay();
+                debug!(%node, %peer, address = %target, %error, ?delay, "cannot connect");
+                // The batch in hand is dropped: it would be stale by then.
+                add(&context.metrics.dropped_unsendable, 1);
+                if sleep_or_address_change(delay, &mut address).await.is_err() {
+                    return;
+                }
+                continue;
+            }
+        };
+        add(&context.metrics.connections_opened, 1);
+        info!(%node, %peer, address = %target, "connected");
+        let since = Instant::now();
+        let end = session
+            .serve(stream, first, &mut batches, &mut address)
+            .await;
+        if since.elapsed() >= HEALTHY_SESSION {
+            backoff.reset();
+        }
+        match end {
+            End::Stopped => return,
+            End::AddressChanged => {
+                info!(%node, %peer, "address changed; reconnecting");
+            }
+            End::Failed => {
+                let delay = backoff.next_delay();
+                if sleep_or_address_change(delay, &mut address).await.is_err() {
+                    return;
+                }
+            }
+        }
+    }
+}
+
+/// Opens a connection to `address` ("host:port") within the connect
+/// timeout, with `TCP_NODELAY` set.
+async fn connect(config: &TcpConfig, address: &str) -> std::io::Result<TcpStream> {
+    let stream = timeout(config.connect_timeout, TcpStream::connect(address))
+        .await
+        .map_err(|_| std::io::Error::new(std::io::ErrorKind::TimedOut, "connect timed out"))??;
+    stream.set_nodelay(true)?;
+    Ok(stream)
+}
+
+/// Sleeps for `delay`, cut short by a new address. Fails when the peer was
+/// dropped (the address sender is gone).
+async fn sleep_or_address_change(
+    delay: Duration,
+    address: &mut watch::Receiver<String>,
+) -> Result<(), ()> {
+    tokio::select! {
+        () = tokio::time::sleep(delay) => Ok(()),
+        changed = address.changed() => changed.map_err(|_| ()),
+    }
+}
+
+/// One connection's worth of writing, with the buffer kept across
+/// connections.
+struct Session<'a> {
+    context: &'a WriterContext,
+    peer: NodeId,
+    buf: BytesMut,
+    hello: [u8; raft_api::codec::HELLO_LEN],
+}
+
+impl Session<'_> {
+    /// Sends the hello, then `first` and every batch that follows, until
+    /// the connection fails, the address changes or the peer is dropped.
+    async fn serve(
+        &mut self,
+        stream: TcpStream,
+        first: Vec<Envelope>,
+        batches: &mut mpsc::Receiver<Vec<Envelope>>,
+        address: &mut watch::Receiver<String>,
+    ) -> End {
+        let node = self.context.config.node_id;
+        let peer = self.peer;
+        let (mut reader, mut writer) = stream.into_split();
+        self.buf.clear();
+        self.buf.extend_from_slice(&self.hello);
+        let mut next = Some(first);
+        loop {
+            // Gather the batch in hand and whatever else is queued, up to a
+            // chunk, into one write.
+            let mut count = 0u64;
+            while let Some(batch) = next.take() {
+                if self.encode(&batch) {
+                    count += 1;
+                } else {
+                    add(&self.context.metrics.dropped_unsendable, 1);
+                }
+                if self.buf.len() < WRITE_CHUNK {
+                    next = batches.try_recv().ok();
+                }
+            }
+            if !self.buf.is_empty() {
+                let written = timeout(
+                    self.context.config.write_timeout,
+                    writer.write_all(&self.buf),
+                )
+                .await;
+                let error = match written {
+                    Ok(Ok(())) => None,
+                    Ok(Err(e)) => Some(e.to_string()),
+                    Err(_) => Some("write timed out".to_owned()),
+                };
+                if let Some(error) = error {
+                    add(&self.context.metrics.dropped_unsendable, count);
+                    warn!(%node, %peer, %error, lost = count, "connection failed");
+                    return End::Failed;
+                }
+                add(&self.context.metrics.batches_sent, count);
+                self.buf.clear();
+                if self.buf.capacity() > KEEP_BUFFER {
+                    self.buf = BytesMut::new();
+                }
+            }
+            // Wait for the next batch; meanwhile notice the peer closing
+            // (it never sends anything on this connection) and address
+            // changes.
+            let mut probe = [0u8; 1];
+            tokio::select! {
+                batch = batches.recv() => match batch {
+                    Some(batch) => next = Some(batch),
+                    None => return End::Stopped,
+                },
+                read = reader.read(&mut probe) => {
+                    match read {
+                        Ok(0) => info!(%node, %peer, "peer closed the connection"),
+                        Ok(_) => warn!(%node, %peer, "peer sent data on a send-only connection"),
+                        Err(error) => info!(%node, %peer, %error, "connection failed"),
+                    }
+                    return End::Failed;
+                }
+                changed = address.changed() => {
+                    return match changed {
+                        Ok(()) => End::AddressChanged,
+                        Err(_) => End::Stopped,
+                    };
+                }
+            }
+        }
+    }
+
+    /// Appends the frames of `batch` to the buffer: one frame, or several
+    /// when the batch exceeds the frame limit (split in halves, order
+    /// kept). Envelopes too large for any frame are dropped with a warning.
+    /// Returns whether anything of the batch was encoded.
+    fn encode(&mut self, batch: &[Envelope]) -> bool {
+        match self.context.codec.encode_into(batch, &mut self.buf) {
+            Ok(_) => true,
+            Err(CodecError::TooLarge { .. }) if batch.len() > 1 => {
+                let (a, b) = batch.split_at(batch.len() / 2);
+                let first = self.encode(a);
+                self.encode(b) || first
+            }
+            Err(error) => {
+                let kind = batch.first().map_or("empty batch", |e| e.msg.kind());
+                warn!(
+                    node = %self.context.config.node_id,
+                    peer = %self.peer,
+                    %error,
+                    kind,
+                    "cannot send message; dropped"
+                );
+                false
+            }
+        }
+    }
+}
+
+/// Exponential backoff with jitter: each delay is drawn from the upper half
+/// of the current step, and the step doubles from the minimum to the
+/// maximum.
+struct Backoff {
+    min: Duration,
+    max: Duration,
+    step: Duration,
+    rng: u64,
+}
+
+impl Backoff {
+    fn new(config: &TcpConfig, node: NodeId, peer: NodeId) -> Self {
+        let clock = SystemTime::now()
+            .duration_since(UNIX_EPOCH)
+            .map_or(0, |d| d.subsec_nanos().into());
+        let seed = (node.0.rotate_left(32) ^ peer.0 ^ clock) | 1;
+        Self {
+            min: config.backoff_min,
+            max: config.backoff_max,
+            step: config.backoff_min,
+            rng: seed,
+        }
+    }
+
+    fn reset(&mut self) {
+        self.step = self.min;
+    }
+
+    fn next_delay(&mut self) -> Duration {
+        // xorshift64
+        self.rng ^= self.rng << 13;
+        self.rng ^= self.rng >> 7;
+        self.rng ^= self.rng << 17;
+        let half = self.step / 2;
+        let spread = u64::try_from(half.as_nanos()).unwrap_or(u64::MAX).max(1);
+        let delay = half + Duration::from_nanos(self.rng % spread);
+        self.step = (self.step * 2).min(self.max);
+        delay
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn backoff_doubles_with_jitter_up_to_the_maximum() {
+        let config = TcpConfig::new(NodeId(1), 1, "127.0.0.1:0".parse().unwrap());
+        let mut backoff = Backoff::new(&config, NodeId(1), NodeId(2));
+        let mut step = config.backoff_min;
+        for _ in 0..20 {
+            let delay = backoff.next_delay();
+            assert!(
+                delay >= step / 2 && delay <= step,
+                "{delay:?} for step {step:?}"
+            );
+            step = (step * 2).min(config.backoff_max);
+        }
+        assert_eq!(backoff.step, config.backoff_max);
+        backoff.reset();
+        assert!(backoff.next_delay() <= config.backoff_min);
+    }
+}
