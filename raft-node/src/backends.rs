@@ -157,7 +157,7 @@ pub struct TransportSettings {
     pub cluster_id: u64,
     /// Where to listen (network transports).
     pub listen: SocketAddr,
-    /// TLS identity (required by QUIC).
+    /// TLS identity: required by QUIC; with TCP it turns mutual TLS on.
     pub tls: Option<TlsFiles>,
     /// The in-process network to join (`mem`; a fresh one when `None`).
     #[cfg(feature = "mem")]
@@ -264,11 +264,15 @@ pub fn build_transport(settings: TransportSettings) -> Result<AnyTransport, Back
         TransportKind::Tcp => {
             #[cfg(feature = "tcp")]
             {
-                let config = transport_tcp::TcpConfig::new(
+                let mut config = transport_tcp::TcpConfig::new(
                     settings.node_id,
                     settings.cluster_id,
                     settings.listen,
                 );
+                // With TLS files, TCP uses mutual TLS against the cluster CA.
+                config.tls = settings.tls.map(|tls| {
+                    transport_tcp::TcpTls::new(tls.ca.into(), tls.cert.into(), tls.key.into())
+                });
                 transport_tcp::TcpTransport::new(config)
                     .map(AnyTransport::Tcp)
                     .map_err(|e| settings_error("transport", "tcp", e.to_string()))

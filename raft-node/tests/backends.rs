@@ -72,6 +72,11 @@ fn write_certs(dir: &Path, nodes: u64) -> Vec<TlsFiles> {
 /// follower, read linearizably everywhere, restart a follower on its
 /// stored state.
 async fn cluster_over(transport: &str, storage: &str) {
+    cluster_over_with(transport, storage, transport == "quic").await;
+}
+
+/// As [`cluster_over`]; `tls` gives every node a certificate (mutual TLS).
+async fn cluster_over_with(transport: &str, storage: &str, tls: bool) {
     let tk: TransportKind = transport.parse().unwrap();
     let sk: StorageKind = storage.parse().unwrap();
     let dir = tempfile::tempdir().unwrap();
@@ -84,7 +89,9 @@ async fn cluster_over(transport: &str, storage: &str) {
         async move {
             let mut settings =
                 TransportSettings::new(tk, NodeId(id), CLUSTER, addrs[id as usize - 1]);
-            settings.tls = Some(certs[id as usize - 1].clone());
+            if tls {
+                settings.tls = Some(certs[id as usize - 1].clone());
+            }
             let transport = build_transport(settings).expect("transport");
             for peer in 1..=3u64 {
                 if peer != id {
@@ -193,4 +200,10 @@ async fn cluster_over_quic_and_mem() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn cluster_over_quic_and_lmdb() {
     cluster_over("quic", "lmdb").await;
+}
+
+/// The same cluster over TCP with mutual TLS (TLS files in the settings).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn cluster_over_tls_tcp_and_lmdb() {
+    cluster_over_with("tcp", "lmdb", true).await;
 }

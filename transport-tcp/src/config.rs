@@ -1,6 +1,7 @@
 //! Settings of a [`TcpTransport`](crate::TcpTransport).
 
 use std::net::SocketAddr;
+use std::path::PathBuf;
 use std::time::Duration;
 
 use raft_api::codec::{DEFAULT_MAX_FRAME_BYTES, HEADER_LEN};
@@ -59,6 +60,124 @@ pub struct TcpConfig {
     /// Most accepted connections served at once; more are closed at once.
     /// Default 1024.
     pub max_inbound_connections: usize,
+    /// TLS on every connection, accepted and opened; `None` (the default)
+    /// for plain TCP. See [`TcpTls`].
+    pub tls: Option<TcpTls>,
+}
+
+/// PEM text, from a file or in memory.
+#[derive(Clone, PartialEq, Eq)]
+pub enum PemSource {
+    /// A file holding PEM text.
+    File(PathBuf),
+    /// PEM text in memory.
+    Bytes(Vec<u8>),
+}
+
+impl PemSource {
+    /// The PEM text: the bytes, or the file's contents.
+    pub fn read(&self) -> std::io::Result<Vec<u8>> {
+        match self {
+            PemSource::File(path) => std::fs::read(path),
+            PemSource::Bytes(bytes) => Ok(bytes.clone()),
+        }
+    }
+}
+
+impl std::fmt::Debug for PemSource {
+    /// Shows the path of a file but never the bytes (they may hold a
+    /// private key).
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            PemSource::File(path) => f.debug_tuple("File").field(path).finish(),
+            PemSource::Bytes(bytes) => write!(f, "Bytes(<{} bytes>)", bytes.len()),
+        }
+    }
+}
+
+impl From<PathBuf> for PemSource {
+    fn from(path: PathBuf) -> Self {
+        PemSource::File(path)
+    }
+}
+
+impl From<&std::path::Path> for PemSource {
+    fn from(path: &std::path::Path) -> Self {
+        PemSource::File(path.to_path_buf())
+    }
+}
+
+impl From<Vec<u8>> for PemSource {
+    fn from(bytes: Vec<u8>) -> Self {
+        PemSource::Bytes(bytes)
+    }
+}
+
+impl From<String> for PemSource {
+    fn from(text: String) -> Self {
+        PemSource::Bytes(text.into_bytes())
+    }
+}
+
+impl From<&str> for PemSource {
+    fn from(text: &str) -> Self {
+        PemSource::Bytes(text.as_bytes().to_vec())
+    }
+}
+
+/// TLS settings of a [`TcpTransport`](crate::TcpTransport) (TLS 1.3,
+/// rustls with the ring provider).
+///
+/// Every node has one certificate, used both as a server (connections it
+/// accepts) and as a client (connections it opens), chained to the cluster
+/// CA in `ca_pem`, and naming the node as a DNS subject alternative name
+/// `node-<id>.raft` (see [`node_server_name`](crate::node_server_name)).
+/// A node dialling a peer checks that the peer's certificate names it.
+///
+/// With `mutual` (the default) the accepting node also requires a client
+/// certificate chained to the CA, and refuses the connection when the node
+/// id it names differs from the one in the [`Hello`](raft_api::codec::Hello).
+/// Without it, only the accepting side is authenticated: a peer is then
+/// identified by its hello only.
+///
+/// ```
+/// use raft_api::NodeId;
+/// use transport_tcp::{PemSource, TcpConfig, TcpTls};
+///
+/// let config = TcpConfig {
+///     tls: Some(TcpTls::new(
+///         PemSource::File("/etc/raft/ca.pem".into()),
+///         PemSource::File("/etc/raft/node-1.pem".into()),
+///         PemSource::File("/etc/raft/node-1.key".into()),
+///     )),
+///     ..TcpConfig::new(NodeId(1), 0xC1, "127.0.0.1:7001".parse()?)
+/// };
+/// assert!(config.tls.as_ref().unwrap().mutual);
+/// # Ok::<(), Box<dyn std::error::Error>>(())
+/// ```
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct TcpTls {
+    /// The cluster CA certificate(s), PEM.
+    pub ca_pem: PemSource,
+    /// This node's certificate chain, PEM, leaf first.
+    pub cert_pem: PemSource,
+    /// This node's private key, PEM (PKCS#8, PKCS#1 or SEC1).
+    pub key_pem: PemSource,
+    /// Whether accepted connections must present a client certificate of
+    /// the CA naming the node of their hello. Default `true`.
+    pub mutual: bool,
+}
+
+impl TcpTls {
+    /// Mutual TLS with the CA, certificate and key given.
+    pub fn new(ca_pem: PemSource, cert_pem: PemSource, key_pem: PemSource) -> Self {
+        Self {
+            ca_pem,
+            cert_pem,
+            key_pem,
+            mutual: true,
+        }
+    }
 }
 
 /// Largest accepted [`TcpConfig::queue_capacity`].
@@ -83,6 +202,7 @@ impl TcpConfig {
             backoff_min: Duration::from_millis(50),
             backoff_max: Duration::from_secs(5),
             max_inbound_connections: 1024,
+            tls: None,
         }
     }
 

@@ -5,7 +5,9 @@
 //! timeout; then every frame it carries is decoded and its batch delivered
 //! as coming from the node that said hello. Anything wrong (bad hello,
 //! another cluster, garbage, an oversized or corrupt frame, an envelope
-//! claiming another sender) closes that connection only.
+//! claiming another sender) closes that connection only. With TLS, the
+//! TLS handshake comes first (within the same timeout), and with mutual
+//! TLS the hello must name the node of the client certificate.
 
 use std::net::SocketAddr;
 use std::sync::{Arc, Mutex};
@@ -14,16 +16,17 @@ use std::time::Duration;
 use bytes::BytesMut;
 use raft_api::codec::{CodecError, FrameCodec, HELLO_LEN, Hello};
 use raft_api::{Inbox, NodeId};
-use tokio::io::AsyncReadExt;
+use tokio::io::{AsyncRead, AsyncReadExt};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 use tokio::task::JoinSet;
-use tokio::time::timeout;
+use tokio::time::{Instant, timeout_at};
 use tracing::{debug, info, warn};
 
 use crate::config::TcpConfig;
 use crate::lock;
 use crate::metrics::{Counters, add};
+use crate::tls::Tls;
 
 /// Free space kept in a connection's read buffer before each read.
 const READ_CHUNK: usize = 64 * 1024;
@@ -42,6 +45,8 @@ pub(crate) struct Receiver {
     pub(crate) slots: Arc<Semaphore>,
     /// The tasks of the accepted connections; aborted on shutdown.
     pub(crate) connections: Arc<Mutex<JoinSet<()>>>,
+    /// TLS for every accepted connection, if configured.
+    pub(crate) tls: Option<Arc<Tls>>,
 }
 
 impl Receiver {
@@ -69,22 +74,73 @@ impl Receiver {
         }
     }
 
-    /// Serves one accepted connection until it ends or misbehaves.
+    /// Serves one accepted connection until it ends or misbehaves: first
+    /// the TLS handshake (with TLS), then the hello, then frames.
     async fn serve(
         self: Arc<Self>,
-        mut stream: TcpStream,
+        stream: TcpStream,
         remote: SocketAddr,
         _slot: OwnedSemaphorePermit,
     ) {
-        let node = self.config.node_id;
-        let from = match self.handshake(&mut stream).await {
-            Ok(from) => from,
-            Err(error) => {
-                add(&self.metrics.handshakes_refused, 1);
-                warn!(%node, %remote, %error, "refused connection");
-                return;
+        let deadline = Instant::now() + self.config.handshake_timeout;
+        let Some(tls) = self.tls.clone() else {
+            return self.serve_stream(stream, remote, None, deadline).await;
+        };
+        let _ = stream.set_nodelay(true);
+        let stream = match timeout_at(deadline, tls.accept(stream)).await {
+            Ok(Ok(stream)) => stream,
+            Ok(Err(error)) => {
+                return self.refuse(remote, &format!("TLS handshake failed: {error}"));
+            }
+            Err(_) => {
+                return self.refuse(remote, "no TLS handshake within the handshake timeout");
             }
         };
+        let certified = if tls.mutual {
+            match Tls::peer_node_id(&stream) {
+                Some(id) => Some(id),
+                None => {
+                    return self.refuse(
+                        remote,
+                        "the client certificate names no node (DNS name node-<id>.raft)",
+                    );
+                }
+            }
+        } else {
+            None
+        };
+        self.serve_stream(stream, remote, certified, deadline).await;
+    }
+
+    /// Counts and logs a refused connection.
+    fn refuse(&self, remote: SocketAddr, error: &str) {
+        add(&self.metrics.handshakes_refused, 1);
+        warn!(node = %self.config.node_id, %remote, %error, "refused connection");
+    }
+
+    /// Reads the hello (before `deadline`) then frames from `stream`,
+    /// plain or TLS. With `certified`, the node id of the peer's
+    /// certificate, the hello must name that node.
+    async fn serve_stream<S: AsyncRead + Unpin>(
+        &self,
+        mut stream: S,
+        remote: SocketAddr,
+        certified: Option<NodeId>,
+        deadline: Instant,
+    ) {
+        let node = self.config.node_id;
+        let from = match self.handshake(&mut stream, deadline).await {
+            Ok(from) => from,
+            Err(error) => return self.refuse(remote, &error),
+        };
+        if let Some(certified) = certified
+            && certified != from
+        {
+            return self.refuse(
+                remote,
+                &format!("hello from {from} over a certificate of {certified}"),
+            );
+        }
         add(&self.metrics.connections_accepted, 1);
         info!(%node, %remote, peer = %from, "accepted connection");
         match self.read_frames(&mut stream, from).await {
@@ -100,10 +156,15 @@ impl Receiver {
         }
     }
 
-    /// Reads and checks the peer's hello within the handshake timeout.
-    async fn handshake(&self, stream: &mut TcpStream) -> Result<NodeId, String> {
+    /// Reads and checks the peer's hello before `deadline` (the handshake
+    /// timeout after the connection was accepted).
+    async fn handshake<S: AsyncRead + Unpin>(
+        &self,
+        stream: &mut S,
+        deadline: Instant,
+    ) -> Result<NodeId, String> {
         let mut hello = [0u8; HELLO_LEN];
-        match timeout(self.config.handshake_timeout, stream.read_exact(&mut hello)).await {
+        match timeout_at(deadline, stream.read_exact(&mut hello)).await {
             Ok(Ok(_)) => {}
             Ok(Err(error)) => return Err(format!("no hello: {error}")),
             Err(_) => return Err("no hello within the handshake timeout".into()),
@@ -117,7 +178,11 @@ impl Receiver {
 
     /// Delivers the batches of every frame until the peer closes the
     /// connection or sends something invalid.
-    async fn read_frames(&self, stream: &mut TcpStream, from: NodeId) -> Result<(), ReadError> {
+    async fn read_frames<S: AsyncRead + Unpin>(
+        &self,
+        stream: &mut S,
+        from: NodeId,
+    ) -> Result<(), ReadError> {
         let mut buf = BytesMut::with_capacity(READ_CHUNK);
         loop {
             while let Some(batch) = self.codec.decode(&mut buf).map_err(ReadError::Invalid)? {

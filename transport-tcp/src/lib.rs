@@ -35,8 +35,19 @@
 //! - **Observability**: [`TcpTransport::metrics`] counts batches, drops,
 //!   connections and decode errors; errors are logged with `tracing`.
 //!
-//! TLS is not supported yet: use it on trusted networks only. A peer is
-//! identified by the node id in its hello, not authenticated.
+//! - **TLS** (optional, [`TcpConfig::tls`]): every connection, accepted
+//!   and opened, runs TLS 1.3 (rustls, ring) before the hello. Each node
+//!   has a certificate of the cluster CA naming it `node-<id>.raft`
+//!   ([`node_server_name`]); a node dialling a peer checks the peer's
+//!   certificate names it. With mutual TLS ([`TcpTls::mutual`], the
+//!   default) the accepting node requires a client certificate of the CA,
+//!   and refuses a hello naming another node than that certificate; a
+//!   failed TLS handshake or such a mismatch counts in
+//!   [`TcpMetrics::handshakes_refused`]. PEM errors are reported by
+//!   [`TcpTransport::new`].
+//!
+//! Without TLS, use it on trusted networks only: a peer is then identified
+//! by the node id in its hello, not authenticated.
 //!
 //! # Example
 //!
@@ -90,6 +101,7 @@ mod config;
 mod inbound;
 mod metrics;
 mod outbound;
+mod tls;
 
 use std::collections::HashMap;
 use std::fmt;
@@ -104,12 +116,14 @@ use tokio::sync::{Semaphore, mpsc, watch};
 use tokio::task::{JoinHandle, JoinSet};
 use tracing::{debug, info};
 
-pub use crate::config::TcpConfig;
+pub use crate::config::{PemSource, TcpConfig, TcpTls};
 pub use crate::metrics::TcpMetrics;
+pub use crate::tls::{node_id_of_certificate, node_server_name};
 
 use crate::inbound::Receiver;
 use crate::metrics::{Counters, add};
 use crate::outbound::{Writer, WriterContext};
+use crate::tls::Tls;
 
 /// A [`Transport`] over TCP. See the [crate documentation](crate).
 ///
@@ -121,6 +135,8 @@ pub struct TcpTransport {
     config: Arc<TcpConfig>,
     codec: FrameCodec,
     metrics: Arc<Counters>,
+    /// TLS of both sides, if configured.
+    tls: Option<Arc<Tls>>,
     writers: Arc<WriterContext>,
     peers: Mutex<HashMap<NodeId, Peer>>,
     /// Where writer tasks are spawned, captured by `start`.
@@ -142,9 +158,13 @@ struct Peer {
 
 impl TcpTransport {
     /// A transport with `config`, not started yet. Fails if the settings
-    /// cannot work (see [`TcpConfig::validate`]).
+    /// cannot work (see [`TcpConfig::validate`]), or, with
+    /// [`TcpConfig::tls`], if a PEM source cannot be read or parsed, or the
+    /// certificate does not name this node (the error's field is then
+    /// `tls.ca_pem`, `tls.cert_pem`, `tls.key_pem` or `tls`).
     pub fn new(config: TcpConfig) -> Result<Self, ConfigError> {
         config.validate()?;
+        let tls = Tls::load(&config)?;
         let config = Arc::new(config);
         let codec = FrameCodec::new(config.cluster_id, config.max_frame_bytes);
         let metrics = Arc::new(Counters::default());
@@ -153,10 +173,12 @@ impl TcpTransport {
                 config: Arc::clone(&config),
                 codec,
                 metrics: Arc::clone(&metrics),
+                tls: tls.clone(),
             }),
             config,
             codec,
             metrics,
+            tls,
             peers: Mutex::default(),
             runtime: OnceLock::new(),
             local_addr: OnceLock::new(),
@@ -265,6 +287,7 @@ impl Transport for TcpTransport {
             inbox,
             slots: Arc::new(Semaphore::new(self.config.max_inbound_connections)),
             connections: Arc::clone(&self.connections),
+            tls: self.tls.clone(),
         });
         *lock(&self.listener) = Some(runtime.spawn(receiver.accept_loop(listener)));
         info!(node = %self.config.node_id, %address, "listening");

@@ -27,7 +27,9 @@ pub struct TcpMetrics {
     /// Incoming connections accepted after a valid hello.
     pub connections_accepted: u64,
     /// Incoming connections refused: bad or missing hello, another cluster
-    /// or version, or too many connections.
+    /// or version, too many connections, or (with TLS) a failed TLS
+    /// handshake (no or untrusted client certificate, ...) or a hello
+    /// naming another node than the client certificate.
     pub handshakes_refused: u64,
     /// Incoming connections closed for a bad frame (garbage, oversized,
     /// corrupt, another cluster, or envelopes not from the node that said

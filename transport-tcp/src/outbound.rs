@@ -2,7 +2,7 @@
 //! owning at most one connection to that peer.
 //!
 //! ```text
-//! send ──try_send──► queue (bounded) ──► writer task ──► TCP connection
+//! send ──try_send──► queue (bounded) ──► writer task ──► TCP (or TLS) connection
 //!          │ full: drop + count           │ hello, then frames, several per write
 //!                                          │ failure: backoff, reconnect
 //! ```
@@ -13,7 +13,7 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 use bytes::BytesMut;
 use raft_api::codec::{CodecError, FrameCodec, Hello};
 use raft_api::{Envelope, NodeId};
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use tokio::net::TcpStream;
 use tokio::sync::{mpsc, watch};
 use tokio::task::JoinHandle;
@@ -22,6 +22,7 @@ use tracing::{debug, info, warn};
 
 use crate::config::TcpConfig;
 use crate::metrics::{Counters, add};
+use crate::tls::Tls;
 
 /// Bytes of frames gathered for one write, when more batches are queued.
 const WRITE_CHUNK: usize = 1024 * 1024;
@@ -38,6 +39,8 @@ pub(crate) struct WriterContext {
     pub(crate) config: Arc<TcpConfig>,
     pub(crate) codec: FrameCodec,
     pub(crate) metrics: Arc<Counters>,
+    /// TLS for every connection opened, if configured.
+    pub(crate) tls: Option<Arc<Tls>>,
 }
 
 /// A peer's queue and writer task. Dropping it stops the task, which
@@ -108,23 +111,48 @@ async fn run(
         let stream = match connect(&context.config, &target).await {
             Ok(stream) => stream,
             Err(error) => {
-                add(&context.metrics.connect_failures, 1);
-                let delay = backoff.next_delay();
-                debug!(%node, %peer, address = %target, %error, ?delay, "cannot connect");
-                // The batch in hand is dropped: it would be stale by then.
-                add(&context.metrics.dropped_unsendable, 1);
-                if sleep_or_address_change(delay, &mut address).await.is_err() {
+                let error = error.to_string();
+                if retry_later(&context, &mut backoff, peer, &target, &error, &mut address)
+                    .await
+                    .is_err()
+                {
                     return;
                 }
                 continue;
             }
         };
-        add(&context.metrics.connections_opened, 1);
-        info!(%node, %peer, address = %target, "connected");
         let since = Instant::now();
-        let end = session
-            .serve(stream, first, &mut batches, &mut address)
-            .await;
+        let end = match &context.tls {
+            None => {
+                session
+                    .serve(&target, stream, first, &mut batches, &mut address)
+                    .await
+            }
+            Some(tls) => {
+                let handshake = timeout(context.config.connect_timeout, tls.connect(peer, stream));
+                let secured = match handshake.await {
+                    Ok(Ok(stream)) => Ok(stream),
+                    Ok(Err(error)) => Err(format!("TLS handshake failed: {error}")),
+                    Err(_) => Err("TLS handshake timed out".to_owned()),
+                };
+                match secured {
+                    Ok(stream) => {
+                        session
+                            .serve(&target, stream, first, &mut batches, &mut address)
+                            .await
+                    }
+                    Err(error) => {
+                        if retry_later(&context, &mut backoff, peer, &target, &error, &mut address)
+                            .await
+                            .is_err()
+                        {
+                            return;
+                        }
+                        continue;
+                    }
+                }
+            }
+        };
         if since.elapsed() >= HEALTHY_SESSION {
             backoff.reset();
         }
@@ -141,6 +169,26 @@ async fn run(
             }
         }
     }
+}
+
+/// After a failed attempt to connect to `peer` at `target`: counts it,
+/// drops the batch in hand (it would be stale by then) and sleeps for the
+/// next backoff delay, cut short by a new address. Fails when the peer was
+/// dropped.
+async fn retry_later(
+    context: &WriterContext,
+    backoff: &mut Backoff,
+    peer: NodeId,
+    target: &str,
+    error: &str,
+    address: &mut watch::Receiver<String>,
+) -> Result<(), ()> {
+    let node = context.config.node_id;
+    add(&context.metrics.connect_failures, 1);
+    let delay = backoff.next_delay();
+    debug!(%node, %peer, address = %target, %error, ?delay, "cannot connect");
+    add(&context.metrics.dropped_unsendable, 1);
+    sleep_or_address_change(delay, address).await
 }
 
 /// Opens a connection to `address` ("host:port") within the connect
@@ -177,16 +225,19 @@ struct Session<'a> {
 impl Session<'_> {
     /// Sends the hello, then `first` and every batch that follows, until
     /// the connection fails, the address changes or the peer is dropped.
-    async fn serve(
+    async fn serve<S: AsyncRead + AsyncWrite + Unpin>(
         &mut self,
-        stream: TcpStream,
+        target: &str,
+        stream: S,
         first: Vec<Envelope>,
         batches: &mut mpsc::Receiver<Vec<Envelope>>,
         address: &mut watch::Receiver<String>,
     ) -> End {
         let node = self.context.config.node_id;
         let peer = self.peer;
-        let (mut reader, mut writer) = stream.into_split();
+        add(&self.context.metrics.connections_opened, 1);
+        info!(%node, %peer, address = %target, "connected");
+        let (mut reader, mut writer) = tokio::io::split(stream);
         self.buf.clear();
         self.buf.extend_from_slice(&self.hello);
         let mut next = Some(first);
@@ -205,10 +256,12 @@ impl Session<'_> {
                 }
             }
             if !self.buf.is_empty() {
-                let written = timeout(
-                    self.context.config.write_timeout,
-                    writer.write_all(&self.buf),
-                )
+                // The flush pushes out what TLS may still buffer (a no-op
+                // on plain TCP).
+                let written = timeout(self.context.config.write_timeout, async {
+                    writer.write_all(&self.buf).await?;
+                    writer.flush().await
+                })
                 .await;
                 let error = match written {
                     Ok(Ok(())) => None,

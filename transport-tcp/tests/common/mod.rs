@@ -1,5 +1,6 @@
-//! Helpers shared by the integration tests: a harness for the conformance
-//! suite, transports on free ports, and raw sockets.
+//! Helpers shared by the integration tests: harnesses for the conformance
+//! suite (plain and TLS), transports on free ports, raw sockets, and a CA
+//! and node certificates made with rcgen in memory.
 
 #![allow(dead_code, unreachable_pub)]
 
@@ -10,9 +11,16 @@ use std::time::Duration;
 
 use raft_api::testkit::transport::{DEADLINE, Recorder, TransportHarness};
 use raft_api::{NodeId, Transport};
-use tokio::io::AsyncReadExt;
+use rcgen::{
+    BasicConstraints, CertificateParams, DnType, ExtendedKeyUsagePurpose, IsCa, KeyPair,
+    KeyUsagePurpose,
+};
+use rustls::pki_types::{CertificateDer, PrivateKeyDer, PrivatePkcs8KeyDer, ServerName};
+use tokio::io::{AsyncRead, AsyncReadExt};
 use tokio::net::TcpStream;
-use transport_tcp::{TcpConfig, TcpTransport};
+use tokio_rustls::TlsConnector;
+use tokio_rustls::client::TlsStream;
+use transport_tcp::{PemSource, TcpConfig, TcpTls, TcpTransport, node_server_name};
 
 /// The cluster of every test.
 pub const CLUSTER: u64 = 0x5EED_C1A5;
@@ -79,7 +87,7 @@ pub async fn raw_connect(address: &str) -> TcpStream {
 
 /// Whether the other end closes `stream` (end of file or reset) within the
 /// suite's deadline. Data it sends is ignored.
-pub async fn closed_by_peer(stream: &mut TcpStream) -> bool {
+pub async fn closed_by_peer<S: AsyncRead + Unpin>(stream: &mut S) -> bool {
     let mut buf = [0u8; 256];
     let wait = async {
         loop {
@@ -90,4 +98,177 @@ pub async fn closed_by_peer(stream: &mut TcpStream) -> bool {
         }
     };
     tokio::time::timeout(DEADLINE, wait).await.is_ok()
+}
+
+/// A certificate authority made in memory.
+pub struct Ca {
+    cert: rcgen::Certificate,
+    key: KeyPair,
+}
+
+/// A node's certificate and key, PEM and DER.
+#[derive(Clone)]
+pub struct NodeCert {
+    pub cert_pem: String,
+    pub key_pem: String,
+    pub cert_der: Vec<u8>,
+    pub key_der: Vec<u8>,
+}
+
+impl Ca {
+    /// A new self-signed CA named `name`.
+    pub fn new(name: &str) -> Self {
+        let key = KeyPair::generate().expect("CA key");
+        let mut params = CertificateParams::new(Vec::<String>::new()).expect("CA params");
+        params.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
+        params.distinguished_name.push(DnType::CommonName, name);
+        params.key_usages = vec![
+            KeyUsagePurpose::KeyCertSign,
+            KeyUsagePurpose::CrlSign,
+            KeyUsagePurpose::DigitalSignature,
+        ];
+        let cert = params.self_signed(&key).expect("CA certificate");
+        Self { cert, key }
+    }
+
+    /// The CA certificate, PEM.
+    pub fn pem(&self) -> String {
+        self.cert.pem()
+    }
+
+    /// The CA certificate, DER.
+    pub fn der(&self) -> CertificateDer<'static> {
+        self.cert.der().clone()
+    }
+
+    /// A certificate for node `id`: DNS name `node-<id>.raft`, for TLS
+    /// server and client authentication.
+    pub fn node(&self, id: NodeId) -> NodeCert {
+        let key = KeyPair::generate().expect("node key");
+        let mut params = CertificateParams::new(vec![node_server_name(id)]).expect("params");
+        params
+            .distinguished_name
+            .push(DnType::CommonName, "raft node");
+        params.extended_key_usages = vec![
+            ExtendedKeyUsagePurpose::ServerAuth,
+            ExtendedKeyUsagePurpose::ClientAuth,
+        ];
+        params.key_usages = vec![KeyUsagePurpose::DigitalSignature];
+        let cert = params
+            .signed_by(&key, &self.cert, &self.key)
+            .expect("node certificate");
+        NodeCert {
+            cert_pem: cert.pem(),
+            key_pem: key.serialize_pem(),
+            cert_der: cert.der().to_vec(),
+            key_der: key.serialize_der(),
+        }
+    }
+}
+
+/// TLS settings with CA `ca` and certificate `cert`.
+pub fn tls(ca: &Ca, cert: &NodeCert, mutual: bool) -> TcpTls {
+    TcpTls {
+        mutual,
+        ..TcpTls::new(
+            PemSource::from(ca.pem()),
+            PemSource::from(cert.cert_pem.clone()),
+            PemSource::from(cert.key_pem.clone()),
+        )
+    }
+}
+
+/// Test settings ([`config`]) with TLS: CA `ca`, a fresh certificate of
+/// `ca` for `id`.
+pub fn tls_config(id: NodeId, listen: SocketAddr, ca: &Ca, mutual: bool) -> TcpConfig {
+    TcpConfig {
+        tls: Some(tls(ca, &ca.node(id), mutual)),
+        ..config(id, listen)
+    }
+}
+
+/// Runs the conformance suite over TLS on loopback with one CA; a
+/// restarted node listens on the port it had and keeps its certificate.
+pub struct TlsHarness {
+    ca: Ca,
+    mutual: bool,
+    certs: HashMap<NodeId, NodeCert>,
+    ports: HashMap<NodeId, SocketAddr>,
+}
+
+impl TlsHarness {
+    /// With mutual TLS or not.
+    pub fn new(mutual: bool) -> Self {
+        Self {
+            ca: Ca::new("conformance CA"),
+            mutual,
+            certs: HashMap::new(),
+            ports: HashMap::new(),
+        }
+    }
+}
+
+impl Default for TlsHarness {
+    fn default() -> Self {
+        Self::new(true)
+    }
+}
+
+impl TransportHarness for TlsHarness {
+    type Transport = TcpTransport;
+
+    async fn make(&mut self, id: NodeId) -> TcpTransport {
+        let listen = self.ports.get(&id).copied().unwrap_or_else(any_port);
+        let ca = &self.ca;
+        let cert = self.certs.entry(id).or_insert_with(|| ca.node(id)).clone();
+        TcpTransport::new(TcpConfig {
+            tls: Some(tls(&self.ca, &cert, self.mutual)),
+            ..config(id, listen)
+        })
+        .expect("valid config")
+    }
+
+    fn address(&mut self, id: NodeId, transport: &TcpTransport) -> String {
+        let address = transport.local_addr().expect("started");
+        self.ports.insert(id, address);
+        address.to_string()
+    }
+
+    async fn stop(&mut self, _id: NodeId, transport: TcpTransport) {
+        transport.shutdown().await;
+    }
+}
+
+/// Opens a raw TLS connection to `address`, expected to be node
+/// `server_id`, trusting `trusted` and presenting `cert` if any. Fails if
+/// the handshake fails on the client's side (with TLS 1.3 the server
+/// checks the client certificate after that: a refusal then shows as the
+/// connection being closed).
+pub async fn tls_connect(
+    address: &str,
+    server_id: NodeId,
+    trusted: &Ca,
+    cert: Option<&NodeCert>,
+) -> std::io::Result<TlsStream<TcpStream>> {
+    let provider = Arc::new(rustls::crypto::ring::default_provider());
+    let mut roots = rustls::RootCertStore::empty();
+    roots.add(trusted.der()).expect("root");
+    let builder = rustls::ClientConfig::builder_with_provider(provider)
+        .with_protocol_versions(&[&rustls::version::TLS13])
+        .expect("TLS 1.3")
+        .with_root_certificates(roots);
+    let config = match cert {
+        Some(cert) => {
+            let key = PrivateKeyDer::Pkcs8(PrivatePkcs8KeyDer::from(cert.key_der.clone()));
+            builder
+                .with_client_auth_cert(vec![CertificateDer::from(cert.cert_der.clone())], key)
+                .expect("client certificate")
+        }
+        None => builder.with_no_client_auth(),
+    };
+    let stream = raw_connect(address).await;
+    let name = ServerName::try_from(node_server_name(server_id)).expect("name");
+    TlsConnector::from(Arc::new(config))
+        .connect(name, stream)
+        .await
 }
