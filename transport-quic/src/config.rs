@@ -1,72 +1,12 @@
 //! Settings of a [`QuicTransport`](crate::QuicTransport).
 
 use std::net::SocketAddr;
-use std::path::PathBuf;
 use std::time::Duration;
 
 use raft_api::codec::{DEFAULT_MAX_FRAME_BYTES, HEADER_LEN};
 use raft_api::{ConfigError, NodeId};
 
-/// Where PEM text comes from: a file, read by
-/// [`QuicTransport::new`](crate::QuicTransport::new), or bytes in memory.
-#[derive(Clone, PartialEq, Eq)]
-pub enum PemSource {
-    /// A file holding PEM text.
-    File(PathBuf),
-    /// PEM text in memory.
-    Bytes(Vec<u8>),
-}
-
-impl PemSource {
-    /// The PEM text: the bytes, or the file's contents.
-    pub fn read(&self) -> std::io::Result<Vec<u8>> {
-        match self {
-            PemSource::File(path) => std::fs::read(path),
-            PemSource::Bytes(bytes) => Ok(bytes.clone()),
-        }
-    }
-}
-
-impl std::fmt::Debug for PemSource {
-    /// Shows the path of a file but never the bytes (they may hold a
-    /// private key).
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        match self {
-            PemSource::File(path) => f.debug_tuple("File").field(path).finish(),
-            PemSource::Bytes(bytes) => write!(f, "Bytes(<{} bytes>)", bytes.len()),
-        }
-    }
-}
-
-impl From<PathBuf> for PemSource {
-    fn from(path: PathBuf) -> Self {
-        PemSource::File(path)
-    }
-}
-
-impl From<&std::path::Path> for PemSource {
-    fn from(path: &std::path::Path) -> Self {
-        PemSource::File(path.to_path_buf())
-    }
-}
-
-impl From<Vec<u8>> for PemSource {
-    fn from(bytes: Vec<u8>) -> Self {
-        PemSource::Bytes(bytes)
-    }
-}
-
-impl From<String> for PemSource {
-    fn from(text: String) -> Self {
-        PemSource::Bytes(text.into_bytes())
-    }
-}
-
-impl From<&str> for PemSource {
-    fn from(text: &str) -> Self {
-        PemSource::Bytes(text.as_bytes().to_vec())
-    }
-}
+pub use transport_util::PemSource;
 
 /// Settings of a [`QuicTransport`](crate::QuicTransport).
 ///

@@ -9,7 +9,8 @@
 
 use std::net::SocketAddr;
 use std::sync::Arc;
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::time::Duration;
+use transport_util::Backoff;
 
 use bytes::BytesMut;
 use raft_api::codec::{CodecError, FrameCodec, Hello};
@@ -105,7 +106,12 @@ async fn run(
     mut address: watch::Receiver<String>,
 ) {
     let node = context.config.node_id;
-    let mut backoff = Backoff::new(&context.config, node, peer);
+    let mut backoff = Backoff::new(
+        context.config.backoff_min,
+        context.config.backoff_max,
+        node,
+        peer,
+    );
     loop {
         // Connect only when there is something to send.
         let Some(first) = batches.recv().await else {
@@ -382,75 +388,9 @@ fn encode(context: &WriterContext, peer: NodeId, batch: &[Envelope], buf: &mut B
     }
 }
 
-/// Exponential backoff with jitter: each delay is drawn from the upper half
-/// of the current step, and the step doubles from the minimum to the
-/// maximum.
-struct Backoff {
-    min: Duration,
-    max: Duration,
-    step: Duration,
-    rng: u64,
-}
-
-impl Backoff {
-    fn new(config: &QuicConfig, node: NodeId, peer: NodeId) -> Self {
-        let clock = SystemTime::now()
-            .duration_since(UNIX_EPOCH)
-            .map_or(0, |d| d.subsec_nanos().into());
-        let seed = (node.0.rotate_left(32) ^ peer.0 ^ clock) | 1;
-        Self {
-            min: config.backoff_min,
-            max: config.backoff_max,
-            step: config.backoff_min,
-            rng: seed,
-        }
-    }
-
-    fn reset(&mut self) {
-        self.step = self.min;
-    }
-
-    fn next_delay(&mut self) -> Duration {
-        // xorshift64
-        self.rng ^= self.rng << 13;
-        self.rng ^= self.rng >> 7;
-        self.rng ^= self.rng << 17;
-        let half = self.step / 2;
-        let spread = u64::try_from(half.as_nanos()).unwrap_or(u64::MAX).max(1);
-        let delay = half + Duration::from_nanos(self.rng % spread);
-        self.step = (self.step * 2).min(self.max);
-        delay
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn backoff_doubles_with_jitter_up_to_the_maximum() {
-        let config = QuicConfig::new(
-            NodeId(1),
-            1,
-            "127.0.0.1:0".parse().unwrap(),
-            "".into(),
-            "".into(),
-            "".into(),
-        );
-        let mut backoff = Backoff::new(&config, NodeId(1), NodeId(2));
-        let mut step = config.backoff_min;
-        for _ in 0..20 {
-            let delay = backoff.next_delay();
-            assert!(
-                delay >= step / 2 && delay <= step,
-                "{delay:?} for step {step:?}"
-            );
-            step = (step * 2).min(config.backoff_max);
-        }
-        assert_eq!(backoff.step, config.backoff_max);
-        backoff.reset();
-        assert!(backoff.next_delay() <= config.backoff_min);
-    }
 
     #[test]
     fn only_snapshot_batches_get_their_own_stream() {

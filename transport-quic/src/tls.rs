@@ -7,7 +7,6 @@
 
 use std::sync::Arc;
 
-use raft_api::NodeId;
 use rustls::RootCertStore;
 use rustls::crypto::CryptoProvider;
 use rustls::pki_types::{CertificateDer, PrivateKeyDer};
@@ -19,56 +18,7 @@ use crate::config::{PemSource, QuicConfig};
 /// The ALPN protocol both sides require.
 pub(crate) const ALPN: &[u8] = b"raft-quic/1";
 
-/// Prefix of the DNS name that carries a node id.
-const NAME_PREFIX: &str = "node-";
-/// Suffix of the DNS name that carries a node id.
-const NAME_SUFFIX: &str = ".raft";
-
-/// The DNS name that identifies node `id` in certificates, and the TLS
-/// server name used to dial it: `node-<id>.raft` (decimal id).
-///
-/// ```
-/// use raft_api::NodeId;
-/// assert_eq!(transport_quic::node_server_name(NodeId(42)), "node-42.raft");
-/// ```
-pub fn node_server_name(id: NodeId) -> String {
-    format!("{NAME_PREFIX}{}{NAME_SUFFIX}", id.0)
-}
-
-/// The node id in a DNS name of the form `node-<id>.raft`, if it is one
-/// (decimal digits only, no sign, no leading `+`).
-///
-/// ```
-/// use raft_api::NodeId;
-/// use transport_quic::node_id_from_name;
-/// assert_eq!(node_id_from_name("node-7.raft"), Some(NodeId(7)));
-/// assert_eq!(node_id_from_name("node-x.raft"), None);
-/// assert_eq!(node_id_from_name("example.com"), None);
-/// ```
-pub fn node_id_from_name(name: &str) -> Option<NodeId> {
-    let digits = name.strip_prefix(NAME_PREFIX)?.strip_suffix(NAME_SUFFIX)?;
-    if digits.is_empty() || !digits.bytes().all(|b| b.is_ascii_digit()) {
-        return None;
-    }
-    digits.parse().ok().map(NodeId)
-}
-
-/// The node id a certificate (DER) names: the one `node-<id>.raft` DNS
-/// subject alternative name it holds. `None` if it cannot be parsed, holds
-/// no such name, or holds names of several different nodes.
-pub fn node_id_of_certificate(der: &[u8]) -> Option<NodeId> {
-    let der = CertificateDer::from(der);
-    let cert = webpki::EndEntityCert::try_from(&der).ok()?;
-    let mut found = None;
-    for id in cert.valid_dns_names().filter_map(node_id_from_name) {
-        match found {
-            None => found = Some(id),
-            Some(other) if other == id => {}
-            Some(_) => return None,
-        }
-    }
-    found
-}
+pub use transport_util::{node_id_from_name, node_id_of_certificate, node_server_name};
 
 /// The PEM material of a node, parsed.
 pub(crate) struct Identity {
@@ -195,6 +145,7 @@ fn read_certs(
 #[cfg(test)]
 mod tests {
     use super::*;
+    use raft_api::NodeId;
 
     #[test]
     fn names_round_trip() {

@@ -13,47 +13,7 @@ use tokio_rustls::{TlsAcceptor, TlsConnector, client, server};
 
 use crate::config::{PemSource, TcpConfig, TcpTls};
 
-/// Prefix of the DNS name that carries a node id.
-const NAME_PREFIX: &str = "node-";
-/// Suffix of the DNS name that carries a node id.
-const NAME_SUFFIX: &str = ".raft";
-
-/// The DNS name that identifies node `id` in certificates, and the TLS
-/// server name used to dial it: `node-<id>.raft` (decimal id).
-///
-/// ```
-/// use raft_api::NodeId;
-/// assert_eq!(transport_tcp::node_server_name(NodeId(42)), "node-42.raft");
-/// ```
-pub fn node_server_name(id: NodeId) -> String {
-    format!("{NAME_PREFIX}{}{NAME_SUFFIX}", id.0)
-}
-
-/// The node id in a DNS name of the form `node-<id>.raft`, if it is one.
-fn node_id_from_name(name: &str) -> Option<NodeId> {
-    let digits = name.strip_prefix(NAME_PREFIX)?.strip_suffix(NAME_SUFFIX)?;
-    if digits.is_empty() || !digits.bytes().all(|b| b.is_ascii_digit()) {
-        return None;
-    }
-    digits.parse().ok().map(NodeId)
-}
-
-/// The node id a certificate (DER) names: the one `node-<id>.raft` DNS
-/// subject alternative name it holds. `None` if it cannot be parsed, holds
-/// no such name, or names several different nodes.
-pub fn node_id_of_certificate(der: &[u8]) -> Option<NodeId> {
-    let der = CertificateDer::from(der);
-    let cert = webpki::EndEntityCert::try_from(&der).ok()?;
-    let mut found = None;
-    for id in cert.valid_dns_names().filter_map(node_id_from_name) {
-        match found {
-            None => found = Some(id),
-            Some(other) if other == id => {}
-            Some(_) => return None,
-        }
-    }
-    found
-}
+pub use transport_util::{node_id_of_certificate, node_server_name};
 
 /// What both sides of a TLS transport use.
 pub(crate) struct Tls {
@@ -247,6 +207,7 @@ fn read_certs(
 #[cfg(test)]
 mod tests {
     use super::*;
+    use transport_util::node_id_from_name;
 
     #[test]
     fn names_round_trip() {

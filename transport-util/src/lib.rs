@@ -1,0 +1,202 @@
+//! Pieces the network transports (`transport-tcp`, `transport-quic`)
+//! share: where PEM text comes from, the `node-<id>.raft` names that carry
+//! node ids in certificates, and the jittered exponential backoff of
+//! reconnects.
+
+use std::path::PathBuf;
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use raft_api::NodeId;
+use rustls_pki_types::CertificateDer;
+
+/// Where PEM text comes from: a file (read when the transport is built) or
+/// bytes in memory.
+#[derive(Clone, PartialEq, Eq)]
+pub enum PemSource {
+    /// A file holding PEM text.
+    File(PathBuf),
+    /// PEM text in memory.
+    Bytes(Vec<u8>),
+}
+
+impl PemSource {
+    /// The PEM text: the bytes, or the file's contents.
+    pub fn read(&self) -> std::io::Result<Vec<u8>> {
+        match self {
+            PemSource::File(path) => std::fs::read(path),
+            PemSource::Bytes(bytes) => Ok(bytes.clone()),
+        }
+    }
+}
+
+impl std::fmt::Debug for PemSource {
+    /// Shows the path of a file but never the bytes (they may hold a
+    /// private key).
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            PemSource::File(path) => f.debug_tuple("File").field(path).finish(),
+            PemSource::Bytes(bytes) => write!(f, "Bytes(<{} bytes>)", bytes.len()),
+        }
+    }
+}
+
+impl From<PathBuf> for PemSource {
+    fn from(path: PathBuf) -> Self {
+        PemSource::File(path)
+    }
+}
+
+impl From<&std::path::Path> for PemSource {
+    fn from(path: &std::path::Path) -> Self {
+        PemSource::File(path.to_path_buf())
+    }
+}
+
+impl From<Vec<u8>> for PemSource {
+    fn from(bytes: Vec<u8>) -> Self {
+        PemSource::Bytes(bytes)
+    }
+}
+
+impl From<String> for PemSource {
+    fn from(text: String) -> Self {
+        PemSource::Bytes(text.into_bytes())
+    }
+}
+
+impl From<&str> for PemSource {
+    fn from(text: &str) -> Self {
+        PemSource::Bytes(text.as_bytes().to_vec())
+    }
+}
+
+/// Prefix of the DNS name that carries a node id.
+const NAME_PREFIX: &str = "node-";
+/// Suffix of the DNS name that carries a node id.
+const NAME_SUFFIX: &str = ".raft";
+
+/// The DNS name that identifies node `id` in certificates, and the TLS
+/// server name used to dial it: `node-<id>.raft` (decimal id).
+///
+/// ```
+/// use raft_api::NodeId;
+/// assert_eq!(transport_util::node_server_name(NodeId(42)), "node-42.raft");
+/// ```
+pub fn node_server_name(id: NodeId) -> String {
+    format!("{NAME_PREFIX}{}{NAME_SUFFIX}", id.0)
+}
+
+/// The node id in a DNS name of the form `node-<id>.raft`, if it is one
+/// (decimal digits only, no sign).
+///
+/// ```
+/// use raft_api::NodeId;
+/// use transport_util::node_id_from_name;
+/// assert_eq!(node_id_from_name("node-7.raft"), Some(NodeId(7)));
+/// assert_eq!(node_id_from_name("node-x.raft"), None);
+/// assert_eq!(node_id_from_name("example.com"), None);
+/// ```
+pub fn node_id_from_name(name: &str) -> Option<NodeId> {
+    let digits = name.strip_prefix(NAME_PREFIX)?.strip_suffix(NAME_SUFFIX)?;
+    if digits.is_empty() || !digits.bytes().all(|b| b.is_ascii_digit()) {
+        return None;
+    }
+    digits.parse().ok().map(NodeId)
+}
+
+/// The node id a certificate (DER) names: the one `node-<id>.raft` DNS
+/// subject alternative name it holds. `None` if it cannot be parsed, holds
+/// no such name, or holds names of several different nodes.
+pub fn node_id_of_certificate(der: &[u8]) -> Option<NodeId> {
+    let der = CertificateDer::from(der);
+    let cert = webpki::EndEntityCert::try_from(&der).ok()?;
+    let mut found = None;
+    for id in cert.valid_dns_names().filter_map(node_id_from_name) {
+        match found {
+            None => found = Some(id),
+            Some(other) if other == id => {}
+            Some(_) => return None,
+        }
+    }
+    found
+}
+
+/// Exponential backoff with jitter for reconnects: each delay is drawn from
+/// the upper half of the current step, and the step doubles from the
+/// minimum to the maximum. Seeded per (node, peer) and by the clock, so
+/// nodes that lost each other at once do not retry in lockstep.
+#[derive(Debug)]
+pub struct Backoff {
+    min: Duration,
+    max: Duration,
+    step: Duration,
+    rng: u64,
+}
+
+impl Backoff {
+    /// Backoff from `min` doubling up to `max`, for `node` dialling `peer`.
+    pub fn new(min: Duration, max: Duration, node: NodeId, peer: NodeId) -> Self {
+        let clock = SystemTime::now()
+            .duration_since(UNIX_EPOCH)
+            .map_or(0, |d| d.subsec_nanos().into());
+        let seed = (node.0.rotate_left(32) ^ peer.0 ^ clock) | 1;
+        Self {
+            min,
+            max,
+            step: min,
+            rng: seed,
+        }
+    }
+
+    /// Starts again from the minimum (after a connection that worked).
+    pub fn reset(&mut self) {
+        self.step = self.min;
+    }
+
+    /// The next delay to wait before retrying.
+    pub fn next_delay(&mut self) -> Duration {
+        // xorshift64
+        self.rng ^= self.rng << 13;
+        self.rng ^= self.rng >> 7;
+        self.rng ^= self.rng << 17;
+        let half = self.step / 2;
+        let spread = u64::try_from(half.as_nanos()).unwrap_or(u64::MAX).max(1);
+        let delay = half + Duration::from_nanos(self.rng % spread);
+        self.step = (self.step * 2).min(self.max);
+        delay
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn backoff_doubles_with_jitter_up_to_the_maximum() {
+        let (min, max) = (Duration::from_millis(50), Duration::from_millis(400));
+        let mut b = Backoff::new(min, max, NodeId(1), NodeId(2));
+        let mut step = min;
+        for _ in 0..10 {
+            let d = b.next_delay();
+            assert!(
+                d >= step / 2 && d <= step,
+                "{d:?} within the upper half of {step:?}"
+            );
+            step = (step * 2).min(max);
+        }
+        b.reset();
+        assert!(b.next_delay() <= min);
+    }
+
+    #[test]
+    fn pem_source_debug_never_shows_bytes() {
+        let s = PemSource::from("-----BEGIN PRIVATE KEY-----");
+        assert_eq!(format!("{s:?}"), "Bytes(<27 bytes>)");
+        assert_eq!(s.read().unwrap(), b"-----BEGIN PRIVATE KEY-----");
+    }
+
+    #[test]
+    fn garbage_is_no_certificate() {
+        assert_eq!(node_id_of_certificate(b"not a certificate"), None);
+    }
+}
