@@ -3,7 +3,7 @@
 use std::net::SocketAddr;
 use std::time::Duration;
 
-use raft_api::codec::{DEFAULT_MAX_FRAME_BYTES, HEADER_LEN};
+use raft_api::codec::DEFAULT_MAX_FRAME_BYTES;
 use raft_api::{ConfigError, NodeId};
 
 /// Settings of a [`TcpTransport`](crate::TcpTransport).
@@ -121,12 +121,6 @@ impl TcpTls {
     }
 }
 
-/// Largest accepted [`TcpConfig::queue_capacity`].
-const MAX_QUEUE_CAPACITY: usize = 1 << 20;
-
-/// Smallest accepted [`TcpConfig::max_frame_bytes`].
-const MIN_FRAME_BYTES: usize = 1024;
-
 impl TcpConfig {
     /// Settings for `node_id` of `cluster_id` listening on `listen`, with
     /// defaults for everything else.
@@ -155,40 +149,14 @@ impl TcpConfig {
             problem,
             fix: fix.to_owned(),
         };
-        if self.max_frame_bytes < MIN_FRAME_BYTES.max(HEADER_LEN + 1) {
-            return Err(error(
-                "max_frame_bytes",
-                format!("is {}, too small for any message", self.max_frame_bytes),
-                "use at least 1 KiB; the default is 16 MiB",
-            ));
-        }
-        if self.queue_capacity == 0 || self.queue_capacity > MAX_QUEUE_CAPACITY {
-            return Err(error(
-                "queue_capacity",
-                format!("is {}", self.queue_capacity),
-                "use between 1 and 1048576 batches; the default is 1024",
-            ));
-        }
-        for (field, value) in [
+        transport_util::check_frame_and_queue(self.max_frame_bytes, self.queue_capacity)?;
+        transport_util::check_positive(&[
             ("connect_timeout", self.connect_timeout),
             ("handshake_timeout", self.handshake_timeout),
             ("write_timeout", self.write_timeout),
             ("backoff_min", self.backoff_min),
-        ] {
-            if value.is_zero() {
-                return Err(error(field, "is zero".into(), "use a positive duration"));
-            }
-        }
-        if self.backoff_max < self.backoff_min {
-            return Err(error(
-                "backoff_max",
-                format!(
-                    "({:?}) is below backoff_min ({:?})",
-                    self.backoff_max, self.backoff_min
-                ),
-                "make backoff_max at least backoff_min",
-            ));
-        }
+        ])?;
+        transport_util::check_backoff(self.backoff_min, self.backoff_max)?;
         if self.max_inbound_connections == 0 {
             return Err(error(
                 "max_inbound_connections",

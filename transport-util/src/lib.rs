@@ -6,7 +6,8 @@
 use std::path::PathBuf;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
-use raft_api::NodeId;
+use raft_api::codec::HEADER_LEN;
+use raft_api::{ConfigError, NodeId};
 use rustls_pki_types::CertificateDer;
 
 /// Where PEM text comes from: a file (read when the transport is built) or
@@ -167,6 +168,69 @@ impl Backoff {
     }
 }
 
+/// Largest accepted per-peer queue capacity (batches).
+pub const MAX_QUEUE_CAPACITY: usize = 1 << 20;
+
+/// Smallest accepted frame limit.
+pub const MIN_FRAME_BYTES: usize = 1024;
+
+fn config_error(field: &'static str, problem: String, fix: &str) -> ConfigError {
+    ConfigError {
+        field,
+        problem,
+        fix: fix.to_owned(),
+    }
+}
+
+/// Checks the frame limit and the per-peer queue capacity every network
+/// transport has, naming the field and the fix.
+pub fn check_frame_and_queue(
+    max_frame_bytes: usize,
+    queue_capacity: usize,
+) -> Result<(), ConfigError> {
+    if max_frame_bytes < MIN_FRAME_BYTES.max(HEADER_LEN + 1) {
+        return Err(config_error(
+            "max_frame_bytes",
+            format!("is {max_frame_bytes}, too small for any message"),
+            "use at least 1 KiB; the default is 16 MiB",
+        ));
+    }
+    if queue_capacity == 0 || queue_capacity > MAX_QUEUE_CAPACITY {
+        return Err(config_error(
+            "queue_capacity",
+            format!("is {queue_capacity}"),
+            "use between 1 and 1048576 batches; the default is 1024",
+        ));
+    }
+    Ok(())
+}
+
+/// Checks that each named duration is positive.
+pub fn check_positive(durations: &[(&'static str, Duration)]) -> Result<(), ConfigError> {
+    for &(field, value) in durations {
+        if value.is_zero() {
+            return Err(config_error(
+                field,
+                "is zero".into(),
+                "use a positive duration",
+            ));
+        }
+    }
+    Ok(())
+}
+
+/// Checks that the reconnect backoff can grow from `min` to `max`.
+pub fn check_backoff(min: Duration, max: Duration) -> Result<(), ConfigError> {
+    if max < min {
+        return Err(config_error(
+            "backoff_max",
+            format!("({max:?}) is below backoff_min ({min:?})"),
+            "make backoff_max at least backoff_min",
+        ));
+    }
+    Ok(())
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -193,6 +257,18 @@ mod tests {
         let s = PemSource::from("-----BEGIN PRIVATE KEY-----");
         assert_eq!(format!("{s:?}"), "Bytes(<27 bytes>)");
         assert_eq!(s.read().unwrap(), b"-----BEGIN PRIVATE KEY-----");
+    }
+
+    #[test]
+    fn shared_limits_name_their_field() {
+        let field = |r: Result<(), ConfigError>| r.unwrap_err().field;
+        assert_eq!(field(check_frame_and_queue(10, 1)), "max_frame_bytes");
+        assert_eq!(field(check_frame_and_queue(1 << 20, 0)), "queue_capacity");
+        assert!(check_frame_and_queue(1 << 20, 1024).is_ok());
+        let ms = Duration::from_millis;
+        assert_eq!(field(check_positive(&[("a", ms(1)), ("b", ms(0))])), "b");
+        assert_eq!(field(check_backoff(ms(10), ms(5))), "backoff_max");
+        assert!(check_backoff(ms(5), ms(5)).is_ok());
     }
 
     #[test]
