@@ -1,0 +1,3 @@
+//! `raft-kv`: a replicated key-value server.
+
+fn main() {}
