@@ -75,6 +75,10 @@ pub enum TransportError {
     /// The operating system reported an error.
     #[error("transport I/O error: {0}")]
     Io(#[from] std::io::Error),
+    /// The transport cannot do what was asked (for example learn a peer's
+    /// id from its address alone).
+    #[error("not supported by this transport: {0}")]
+    Unsupported(&'static str),
     /// Any other backend failure.
     #[error("transport error: {0}")]
     Other(String),

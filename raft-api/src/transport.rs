@@ -33,6 +33,27 @@ pub trait Transport: Send + Sync + 'static {
     /// Forgets a peer and closes any connection to it.
     fn remove_peer(&self, id: NodeId);
 
+    /// Learns a peer known only by its address (DNS may give addresses
+    /// without node ids). The transport connects, learns the peer's node id
+    /// from its answer to the handshake, and from then on routes to it as
+    /// if [`add_peer`](Self::add_peer) had been called with that id; it
+    /// keeps retrying in the background until it succeeds or the address is
+    /// removed. An address that turns out to be this node's own is ignored.
+    /// The default refuses with [`TransportError::Unsupported`].
+    fn add_address(&self, address: String) -> Result<(), TransportError> {
+        let _ = address;
+        Err(TransportError::Unsupported(
+            "learning node ids from addresses",
+        ))
+    }
+
+    /// Forgets a peer added by [`add_address`](Self::add_address): stops
+    /// trying to reach it and, when its id was learned, forgets that peer.
+    /// The default does nothing.
+    fn remove_address(&self, address: &str) {
+        let _ = address;
+    }
+
     /// Stops listening and closes every connection; resolves once the
     /// listening address is free again. The node calls it when it shuts
     /// down. The default does nothing (for transports with nothing to

@@ -244,6 +244,14 @@ impl Transport for AnyTransport {
         each_transport!(self, t => t.remove_peer(id))
     }
 
+    fn add_address(&self, address: String) -> Result<(), TransportError> {
+        each_transport!(self, t => t.add_address(address))
+    }
+
+    fn remove_address(&self, address: &str) {
+        each_transport!(self, t => t.remove_address(address))
+    }
+
     async fn shutdown(&self) {
         each_transport!(self, t => t.shutdown().await)
     }

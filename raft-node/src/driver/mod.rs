@@ -359,6 +359,19 @@ impl<S: Send + 'static> Inbox for NodeInbox<S> {
     }
 }
 
+/// Hands a discovered peer to the transport: by id when discovery knows it,
+/// otherwise by address for the transport to learn the id in its handshake.
+fn learn_peer<T: Transport>(transport: &T, peer: raft_api::Peer) {
+    match peer.id {
+        Some(id) => transport.add_peer(id, peer.address),
+        None => {
+            if let Err(e) = transport.add_address(peer.address.clone()) {
+                tracing::warn!(address = %peer.address, error = %e, "cannot use a peer known by address only");
+            }
+        }
+    }
+}
+
 impl<S: StateMachine> Node<S> {
     /// Starts a node: restores every group found in `store` and every group
     /// of `groups` (id and initial voters; a node joining an existing group
@@ -589,7 +602,10 @@ impl<S: StateMachine> Node<S> {
     }
 
     /// Learns peers from `discovery` (now and as they change) and tells
-    /// the transport.
+    /// the transport. Peers discovered without a node id (DNS A/AAAA
+    /// records) go to [`Transport::add_address`], which learns the id in the
+    /// transport handshake; a transport that cannot do that is logged and
+    /// the peer skipped.
     pub async fn attach_discovery<D, T>(
         &self,
         discovery: &D,
@@ -600,21 +616,14 @@ impl<S: StateMachine> Node<S> {
         T: Transport,
     {
         for peer in discovery.peers().await? {
-            if let Some(id) = peer.id {
-                transport.add_peer(id, peer.address);
-            }
+            learn_peer(transport.as_ref(), peer);
         }
         discovery.watch(Box::new(move |change| match change {
-            PeerChange::Up(p) => {
-                if let Some(id) = p.id {
-                    transport.add_peer(id, p.address);
-                }
-            }
-            PeerChange::Down(p) => {
-                if let Some(id) = p.id {
-                    transport.remove_peer(id);
-                }
-            }
+            PeerChange::Up(peer) => learn_peer(transport.as_ref(), peer),
+            PeerChange::Down(peer) => match peer.id {
+                Some(id) => transport.remove_peer(id),
+                None => transport.remove_address(&peer.address),
+            },
         }));
         Ok(())
     }

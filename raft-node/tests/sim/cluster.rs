@@ -17,8 +17,8 @@ use raft_node::{
 use storage_mem::{KvCommand, KvResponse, KvStateMachine, MemLogStore};
 
 use crate::invariants::{Invariants, LogMirror};
-use crate::lin::{self, KvOp, KvResult, Operation, Outcome};
 use crate::rng::SimRng;
+use raft_api::testkit::lin::{self, KvOp, KvResult, Operation, Outcome};
 
 const GROUP: GroupId = GroupId(1);
 /// Each node's engine is ticked every this many milliseconds of its own

@@ -16,7 +16,6 @@
 mod cases;
 mod cluster;
 mod invariants;
-mod lin;
 mod mutants;
 mod rng;
 mod scenarios;
