@@ -27,6 +27,32 @@ pub enum StorageError {
         /// What was found.
         detail: String,
     },
+    /// The stored data is intact but not this node's to use: the directory
+    /// belongs to another cluster, or was written by a newer version of the
+    /// backend. Nothing was changed; `fix` tells the operator what to do.
+    #[error("storage at {path} cannot be used by this node: {reason}; {fix}")]
+    Incompatible {
+        /// File or directory involved.
+        path: PathBuf,
+        /// What was found, against what this node expected.
+        reason: String,
+        /// What the operator can do about it.
+        fix: String,
+    },
+    /// Another store holds the lock of this data directory: a node running
+    /// in another process, or another store in this one. Two nodes must
+    /// never share one durable state (one vote record for two voters), so
+    /// the second is refused and nothing was changed.
+    #[error(
+        "storage at {path} is locked by {holder}: another node is using this data directory; \
+         stop that node first, or give this node its own data directory"
+    )]
+    Locked {
+        /// The locked file or directory.
+        path: PathBuf,
+        /// Who holds the lock, as far as is known (for example a process id).
+        holder: String,
+    },
     /// An append did not continue the log: entries must follow the last index.
     #[error("{group}: append at {got} does not follow the last index {last}")]
     NotContiguous {

@@ -129,9 +129,11 @@ pub(crate) struct SnapshotRecord {
     pub(crate) crc: u32,
 }
 
-/// The format record: magic, version, then (version 1) the cluster id and a
-/// checksum. Fixed layout, so a newer version is recognised as such before
-/// anything else is read.
+/// The format record: a checksum (of the key and the rest, as every
+/// value), magic, version, then (version 1) the cluster id. The checksum,
+/// magic and version are the fixed layout every version keeps, so a newer
+/// version is recognised as such, and told apart from a damaged record,
+/// before anything else is read.
 pub(crate) fn encode_format(cluster_id: u64) -> Vec<u8> {
     let mut body = Vec::with_capacity(20);
     body.extend_from_slice(FORMAT_MAGIC);
@@ -149,7 +151,13 @@ pub(crate) enum Format {
         cluster_id: u64,
     },
     /// Written by a newer version of this crate.
-    Newer(u32),
+    Newer {
+        /// The version the record names.
+        version: u32,
+        /// Whether the record passes its checksum (if not, it is damaged
+        /// and the version may be a bit flip).
+        sealed: bool,
+    },
 }
 
 /// Reads a format record; `Err` says what is wrong with it.
@@ -164,7 +172,8 @@ pub(crate) fn decode_format(value: &[u8]) -> Result<Format, String> {
         .map(u32::from_be_bytes)
         .ok_or("the format record is too short")?;
     if version > FORMAT_VERSION {
-        return Ok(Format::Newer(version));
+        let sealed = unseal(FORMAT_KEY, value).is_ok();
+        return Ok(Format::Newer { version, sealed });
     }
     if version != FORMAT_VERSION {
         return Err(format!("unknown format version {version}"));
@@ -213,9 +222,26 @@ mod tests {
             decode_format(&record),
             Ok(Format::Current { cluster_id: 42 })
         );
-        let mut newer = record.clone();
-        newer[4 + 11] = 2;
-        assert_eq!(decode_format(&newer), Ok(Format::Newer(2)));
+        let mut newer = encode_format(42)[4..].to_vec();
+        newer[11] = 2;
+        let newer = seal(FORMAT_KEY, &newer);
+        assert_eq!(
+            decode_format(&newer),
+            Ok(Format::Newer {
+                version: 2,
+                sealed: true
+            })
+        );
+        // A flipped version bit: it looks newer, but fails its checksum.
+        let mut flipped = record.clone();
+        flipped[4 + 11] ^= 0x02;
+        assert_eq!(
+            decode_format(&flipped),
+            Ok(Format::Newer {
+                version: 3,
+                sealed: false
+            })
+        );
         let mut flipped = record.clone();
         flipped[4 + 13] ^= 1;
         assert!(decode_format(&flipped).is_err());

@@ -21,7 +21,8 @@ pub(crate) fn align_up(size: usize) -> usize {
 }
 
 /// Opens (creating if needed) the environment in `dir`, whose data file is
-/// `data_path`.
+/// `data_path`. The caller must hold the directory's lock
+/// ([`DirLock`](crate::lock::DirLock)): see the SAFETY comment.
 pub(crate) fn open(
     dir: &Path,
     data_path: &Path,
@@ -32,11 +33,14 @@ pub(crate) fn open(
     #[allow(unsafe_code)]
     // SAFETY: LMDB maps `data.mdb` into memory, and heed marks opening it
     // `unsafe` because the map must not be changed behind LMDB's back. It
-    // is not, within this process: heed refuses a second `Env` for the same
+    // is not: the caller holds the directory's exclusive lock
+    // (`crate::lock`), so no other store, in this process or another, has
+    // the environment open; heed also refuses a second `Env` for the same
     // path while one is open (`EnvAlreadyOpened`), the store keeps this
     // `Env` private (never handing out it, a transaction or a borrowed
     // value), and no unsafe flag (`NO_LOCK`, `NO_SYNC`, `WRITE_MAP`, ...) is
-    // set, so LMDB's own lock file coordinates any other process. Users are
+    // set, so LMDB's own lock file coordinates any other program reading
+    // the environment (`mdb_stat`, a backup tool). Users are
     // told that the directory belongs to the store alone (crate docs: one
     // environment per directory, nothing else writes it), and `open` checks
     // below that `data.mdb` is not shorter than LMDB believes, so a file
@@ -96,7 +100,8 @@ fn check_not_truncated(env: &Env<WithoutTls>, data_path: &Path) -> Result<(), St
 
 /// Turns a heed error about the environment in `data_path` into a
 /// [`StorageError`]: operating system errors (disk full, permissions) are
-/// [`StorageError::Io`], damaged files [`StorageError::Corrupt`].
+/// [`StorageError::Io`], damaged files [`StorageError::Corrupt`], and an
+/// environment of another LMDB data version [`StorageError::Incompatible`].
 pub(crate) fn lmdb_error(data_path: &Path, error: heed::Error) -> StorageError {
     let io = |source: io::Error| StorageError::Io {
         path: data_path.to_path_buf(),
@@ -112,9 +117,19 @@ pub(crate) fn lmdb_error(data_path: &Path, error: heed::Error) -> StorageError {
             e @ (MdbError::Corrupted
             | MdbError::PageNotFound
             | MdbError::Invalid
-            | MdbError::VersionMismatch
             | MdbError::Incompatible),
         ) => corrupt(format!("LMDB: {e}")),
+        heed::Error::Mdb(e @ MdbError::VersionMismatch) => StorageError::Incompatible {
+            path: data_path.to_path_buf(),
+            reason: format!(
+                "LMDB: {e}: the environment was written by a version of LMDB whose data format \
+                 this build does not read"
+            ),
+            fix: "run this node with the build that wrote the directory; wiping the directory \
+                  instead loses this node's log and vote record, and the node must then rejoin \
+                  its cluster as a new member"
+                .into(),
+        },
         heed::Error::Mdb(MdbError::MapFull) => io(io::Error::new(
             io::ErrorKind::StorageFull,
             "the LMDB map is full (raise LmdbOptions::max_map_size)",
@@ -124,9 +139,11 @@ pub(crate) fn lmdb_error(data_path: &Path, error: heed::Error) -> StorageError {
         )),
         heed::Error::Mdb(e) => io(io::Error::other(format!("LMDB: {e}"))),
         heed::Error::Encoding(e) | heed::Error::Decoding(e) => corrupt(format!("LMDB: {e}")),
-        heed::Error::EnvAlreadyOpened => io(io::Error::new(
-            io::ErrorKind::ResourceBusy,
-            "this directory is already open in this process (one store per directory)",
-        )),
+        // The directory's lock (`crate::lock`) normally refuses a second
+        // store first; this is the same refusal from heed.
+        heed::Error::EnvAlreadyOpened => StorageError::Locked {
+            path: data_path.with_file_name(crate::lock::LOCK_FILE),
+            holder: "another store in this process".into(),
+        },
     }
 }

@@ -12,9 +12,14 @@
 //!   directory, the map sizes, and whether to verify everything at open.
 //!
 //! One node, one directory, one store: the directory belongs to the store
-//! (nothing else may write into it), and a store refuses a directory of
-//! another cluster, of a newer format version, or damaged, with a message
-//! that says what it found.
+//! (nothing else may write into it), which locks it while open, so a second
+//! store on it, in this process or another, is refused
+//! ([`StorageError::Locked`](raft_api::StorageError::Locked)). A store also
+//! refuses a directory of another cluster or of a newer format version
+//! ([`StorageError::Incompatible`](raft_api::StorageError::Incompatible),
+//! saying what to do) and a damaged one
+//! ([`StorageError::Corrupt`](raft_api::StorageError::Corrupt), saying
+//! what it found).
 //!
 //! ```
 //! use std::pin::pin;
@@ -54,9 +59,12 @@
 //! let store = LmdbLogStore::open(dir.path(), LmdbOptions::new(7))?;
 //! assert_eq!(store.log_state(group)?.last.index, LogIndex(2));
 //! assert_eq!(store.hard_state(group)?.term, Term(1));
+//! // While it is open, no other store may use the directory...
+//! let refused = LmdbLogStore::open(dir.path(), LmdbOptions::new(7)).unwrap_err();
+//! assert!(refused.to_string().contains("another node is using this data directory"));
 //! drop(store);
 //!
-//! // Another cluster's node may not use this directory.
+//! // ...and another cluster's node may not use it at all.
 //! let refused = LmdbLogStore::open(dir.path(), LmdbOptions::new(8)).unwrap_err();
 //! assert!(refused.to_string().contains("belongs to cluster 7"));
 //! # Ok::<(), Box<dyn std::error::Error>>(())
@@ -65,6 +73,7 @@
 mod codec;
 mod env;
 mod group;
+mod lock;
 mod options;
 mod snapshot_file;
 mod store;

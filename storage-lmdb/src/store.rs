@@ -15,6 +15,7 @@ use raft_api::{
 use crate::codec;
 use crate::env;
 use crate::group::GroupView;
+use crate::lock::DirLock;
 use crate::options::LmdbOptions;
 use crate::snapshot_file;
 
@@ -47,6 +48,10 @@ pub(crate) struct Dbs {
 ///
 /// The store owns a directory:
 ///
+/// - `store.lock`: locked exclusively (an advisory lock of the operating
+///   system) while the store is open, so a second store on the directory,
+///   in this process or another, is refused with
+///   [`StorageError::Locked`]; it holds the process id of the holder.
 /// - `data.mdb`, `lock.mdb`: the LMDB environment, with the databases
 ///   `meta` (format version and cluster id), `entries` (key: group and index,
 ///   8 bytes big-endian each; value: the postcard-encoded [`Entry`]),
@@ -81,16 +86,22 @@ pub(crate) struct Dbs {
 ///
 /// # Opening
 ///
-/// [`open`](Self::open) creates a new directory (recording the cluster id
-/// and format version) or checks an existing one: it refuses another
-/// cluster's directory, a newer format, a truncated data file, group
-/// records whose bounds disagree with the stored entries, and snapshot
-/// files that are missing or of the wrong length, each with a
-/// [`StorageError::Corrupt`] that says what was found. It also removes
-/// snapshot files left over by a crash.
+/// [`open`](Self::open) takes the directory's lock, then creates a new
+/// store (recording the cluster id and format version) or checks an
+/// existing one. It refuses another cluster's directory and a newer format
+/// with [`StorageError::Incompatible`] (nothing is wrong with the data; the
+/// message says what to do), and a damaged directory with
+/// [`StorageError::Corrupt`] saying what was found: an empty, truncated or
+/// missing data file, group records whose bounds disagree with the stored
+/// entries, snapshot files that are missing or of the wrong length. It also
+/// removes snapshot files left over by a crash. The `snapshots` directory
+/// is created last, once the environment is durable, so a directory that
+/// has it but no data file lost its data and is refused.
 ///
-/// One directory belongs to one store: opening it twice in a process fails
-/// (heed refuses), and nothing else may write into it.
+/// One directory belongs to one store: while a store is open, opening the
+/// directory again, from this process or another, fails with
+/// [`StorageError::Locked`]; dropping the store releases it. Nothing else
+/// may write into the directory.
 pub struct LmdbLogStore {
     dir: PathBuf,
     data_path: PathBuf,
@@ -99,6 +110,9 @@ pub struct LmdbLogStore {
     dbs: Dbs,
     groups: BTreeMap<GroupId, GroupView>,
     max_map_size: usize,
+    /// Last, so that it is dropped last: the directory stays locked until
+    /// the environment is closed.
+    _lock: DirLock,
 }
 
 impl fmt::Debug for LmdbLogStore {
@@ -115,27 +129,35 @@ impl LmdbLogStore {
     /// Opens the store in `dir`, creating the directory and an empty store
     /// if needed.
     ///
-    /// Fails with [`StorageError::Corrupt`] when the directory belongs to
-    /// another cluster, was written by a newer format version, or is damaged
-    /// (see the type's documentation), with [`StorageError::Io`] when the
-    /// operating system refuses (permissions, disk, the directory already
-    /// open in this process), and with [`StorageError::Other`] when
-    /// `options` are inconsistent.
+    /// Fails with [`StorageError::Locked`] when another store (in this
+    /// process or another) has the directory open, with
+    /// [`StorageError::Incompatible`] when the directory belongs to another
+    /// cluster or was written by a newer format version, with
+    /// [`StorageError::Corrupt`] when it is damaged (see the type's
+    /// documentation), with [`StorageError::Io`] when the operating system
+    /// refuses (permissions, disk, no file locking), and with
+    /// [`StorageError::Other`] when `options` are inconsistent.
     pub fn open(dir: &Path, options: LmdbOptions) -> Result<Self, StorageError> {
         let (initial_map_size, max_map_size) = options.map_sizes()?;
         let dir = dir.to_path_buf();
         let data_path = dir.join(DATA_FILE);
         let snap_dir = dir.join(SNAPSHOT_DIR);
-        fs::create_dir_all(&snap_dir).map_err(|source| StorageError::Io {
-            path: snap_dir.clone(),
+        fs::create_dir_all(&dir).map_err(|source| StorageError::Io {
+            path: dir.clone(),
             source,
         })?;
-        recovery::refuse_empty_data_file(&data_path)?;
+        // Before anything is read: what is checked must not change under
+        // another store's writes.
+        let lock = DirLock::acquire(&dir)?;
         recovery::refuse_lost_data_file(&data_path, &snap_dir)?;
+        recovery::refuse_empty_data_file(&data_path)?;
         let env = env::open(&dir, &data_path, initial_map_size)?;
-        let dbs = recovery::open_databases(&env, &data_path, options.cluster_id)?;
-        // The directory entries of a new store (data file, snapshot
-        // directory) must survive a power loss too.
+        let dbs = recovery::open_databases(&env, &dir, &data_path, options.cluster_id)?;
+        // A new store's data file must be durable in the directory before
+        // the snapshot directory that marks the store as created (see
+        // `refuse_lost_data_file`), and both must survive a power loss.
+        snapshot_file::sync_dir(&dir)?;
+        recovery::create_snapshot_dir(&snap_dir)?;
         snapshot_file::sync_dir(&dir)?;
         let mut store = Self {
             dir,
@@ -145,6 +167,7 @@ impl LmdbLogStore {
             dbs,
             groups: BTreeMap::new(),
             max_map_size,
+            _lock: lock,
         };
         store.groups = store.load()?;
         store.remove_stray_snapshot_files();

@@ -1,6 +1,9 @@
 //! Damaged, truncated and foreign data directories (SCENARIOS.md cases 28
 //! and 29): every one is reported as a clear error, none panics, and no
-//! damaged byte is returned as data.
+//! damaged byte is returned as data. Damaged directories are
+//! [`StorageError::Corrupt`]; intact ones the node may not use (another
+//! cluster's, another LMDB data version) are
+//! [`StorageError::Incompatible`].
 
 use std::fs::{self, OpenOptions};
 use std::path::{Path, PathBuf};
@@ -126,7 +129,7 @@ fn corrupt<T: std::fmt::Debug>(result: Result<T, StorageError>) -> (PathBuf, Str
 }
 
 #[test]
-fn a_bit_flip_in_a_stored_entry_is_reported_not_returned() {
+fn case_29_a_bit_flip_in_a_stored_entry_is_reported_not_returned() {
     let dir = tempfile::tempdir().unwrap();
     populate(dir.path());
     let data = dir.path().join("data.mdb");
@@ -161,7 +164,7 @@ fn a_bit_flip_in_a_stored_entry_is_reported_not_returned() {
 }
 
 #[test]
-fn a_bit_flip_in_the_last_entry_is_refused_at_open() {
+fn case_29_a_bit_flip_in_the_last_entry_is_refused_at_open() {
     let dir = tempfile::tempdir().unwrap();
     populate(dir.path());
     assert!(flip_every(&dir.path().join("data.mdb"), &needle(9)) >= 1);
@@ -170,7 +173,7 @@ fn a_bit_flip_in_the_last_entry_is_refused_at_open() {
 }
 
 #[test]
-fn a_bit_flip_in_a_snapshot_image_is_reported() {
+fn case_29_a_bit_flip_in_a_snapshot_image_is_reported() {
     let dir = tempfile::tempdir().unwrap();
     populate(dir.path());
     let files = snapshot_files(dir.path());
@@ -188,7 +191,7 @@ fn a_bit_flip_in_a_snapshot_image_is_reported() {
 }
 
 #[test]
-fn a_truncated_snapshot_file_is_refused() {
+fn case_29_a_truncated_snapshot_file_is_refused() {
     let dir = tempfile::tempdir().unwrap();
     populate(dir.path());
     let file = snapshot_files(dir.path()).remove(0);
@@ -214,14 +217,58 @@ fn a_truncated_snapshot_file_is_refused() {
 }
 
 #[test]
-fn a_missing_snapshot_file_is_refused() {
+fn case_28_a_missing_snapshot_file_is_refused() {
     let dir = tempfile::tempdir().unwrap();
     populate(dir.path());
     let file = snapshot_files(dir.path()).remove(0);
+
+    // Removed while the store is open: the read reports it.
+    let store = open(dir.path()).unwrap();
     fs::remove_file(&file).unwrap();
+    let (path, detail) = corrupt(store.snapshot(G));
+    assert_eq!(path, file);
+    assert!(detail.contains("missing"), "{detail}");
+    assert_eq!(corrupt(store.verify()).0, file);
+    drop(store);
+
+    // Missing while closed: the store refuses to open.
     let (path, detail) = corrupt(open(dir.path()));
     assert_eq!(path, file);
     assert!(detail.contains("missing"), "{detail}");
+}
+
+#[test]
+fn case_29_a_snapshot_file_with_bytes_appended_is_refused() {
+    let dir = tempfile::tempdir().unwrap();
+    populate(dir.path());
+    let file = snapshot_files(dir.path()).remove(0);
+    let mut image = fs::read(&file).unwrap();
+    image.extend_from_slice(b"torn tail");
+    fs::write(&file, &image).unwrap();
+    let (path, detail) = corrupt(open(dir.path()));
+    assert_eq!(path, file);
+    assert!(
+        detail.contains(&format!("holds {} bytes", image.len())),
+        "{detail}"
+    );
+}
+
+#[test]
+fn case_29_a_snapshot_file_replaced_by_another_of_the_same_length_is_refused() {
+    let dir = tempfile::tempdir().unwrap();
+    populate(dir.path());
+    let file = snapshot_files(dir.path()).remove(0);
+    let len = fs::metadata(&file).unwrap().len() as usize;
+    fs::write(&file, vec![b'x'; len]).unwrap();
+    // Open checks only the length; the read and a verifying open check the
+    // checksum.
+    let store = open(dir.path()).unwrap();
+    let (path, detail) = corrupt(store.snapshot(G));
+    assert_eq!(path, file);
+    assert!(detail.contains("checksum mismatch"), "{detail}");
+    drop(store);
+    let (path, _) = corrupt(open_verified(dir.path()));
+    assert_eq!(path, file);
 }
 
 #[test]
@@ -251,7 +298,7 @@ fn replaced_and_stray_snapshot_files_are_removed() {
 }
 
 #[test]
-fn a_truncated_data_file_is_refused() {
+fn case_28_a_truncated_data_file_is_refused() {
     let dir = tempfile::tempdir().unwrap();
     {
         // Enough data for many pages.
@@ -270,20 +317,31 @@ fn a_truncated_data_file_is_refused() {
         now(store.flush()).unwrap();
     }
     let data = dir.path().join("data.mdb");
-    let len = fs::metadata(&data).unwrap().len();
-    OpenOptions::new()
-        .write(true)
-        .open(&data)
-        .unwrap()
-        .set_len(len / 2)
-        .unwrap();
-    let (path, detail) = corrupt(open(dir.path()));
-    assert_eq!(path, data);
-    assert!(detail.contains("truncated"), "{detail}");
+    let original = fs::read(&data).unwrap();
+    let len = original.len();
+    // Cut in half, by one page, by one byte, and down to the first page.
+    for cut in [len / 2, len - 4096, len - 1, 4096] {
+        OpenOptions::new()
+            .write(true)
+            .open(&data)
+            .unwrap()
+            .set_len(cut as u64)
+            .unwrap();
+        let (path, detail) = corrupt(open(dir.path()));
+        assert_eq!(path, data, "cut at {cut}");
+        assert!(
+            detail.contains("truncated") || detail.contains("LMDB"),
+            "cut at {cut}: {detail}"
+        );
+        fs::write(&data, &original).unwrap();
+    }
+    // Restored, the directory opens again: the refusals changed nothing.
+    let store = open(dir.path()).unwrap();
+    assert_eq!(store.log_state(G).unwrap().last.index, LogIndex(32));
 }
 
 #[test]
-fn an_empty_or_garbage_data_file_is_refused() {
+fn case_28_an_empty_or_garbage_data_file_is_refused() {
     let dir = tempfile::tempdir().unwrap();
     populate(dir.path());
     let data = dir.path().join("data.mdb");
@@ -301,7 +359,7 @@ fn an_empty_or_garbage_data_file_is_refused() {
 }
 
 #[test]
-fn a_deleted_data_file_next_to_snapshots_is_refused() {
+fn case_28_a_deleted_data_file_next_to_snapshots_is_refused() {
     let dir = tempfile::tempdir().unwrap();
     populate(dir.path());
     let data = dir.path().join("data.mdb");
@@ -314,22 +372,119 @@ fn a_deleted_data_file_next_to_snapshots_is_refused() {
 }
 
 #[test]
-fn another_clusters_directory_is_refused() {
+fn case_28_a_deleted_data_file_is_refused_even_without_snapshot_images() {
+    // A store with a log and a vote but no snapshot: if it came back empty,
+    // the node could vote a second time in term 2.
+    let dir = tempfile::tempdir().unwrap();
+    {
+        let mut store = open(dir.path()).unwrap();
+        store.append(G, &[entry(1)]).unwrap();
+        store
+            .save_hard_state(
+                G,
+                HardState {
+                    term: Term(2),
+                    vote: Some(NodeId(3)),
+                    commit: LogIndex(0),
+                },
+            )
+            .unwrap();
+        now(store.flush()).unwrap();
+    }
+    assert!(snapshot_files(dir.path()).is_empty());
+    let data = dir.path().join("data.mdb");
+    fs::remove_file(&data).unwrap();
+    let (path, detail) = corrupt(open(dir.path()));
+    assert_eq!(path, data);
+    assert!(detail.contains("missing"), "{detail}");
+    assert!(detail.contains("remove the whole directory"), "{detail}");
+    assert!(!data.exists(), "nothing was created in its place");
+    // A directory emptied on purpose starts afresh.
+    fs::remove_dir_all(dir.path()).unwrap();
+    let store = open(dir.path()).unwrap();
+    assert!(store.groups().unwrap().is_empty());
+}
+
+#[test]
+fn a_new_store_opens_in_an_existing_empty_directory() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = open(dir.path()).unwrap();
+    assert!(store.groups().unwrap().is_empty());
+    assert!(dir.path().join("snapshots").is_dir());
+    drop(store);
+    // And in one that does not exist yet, parents included.
+    let nested = dir.path().join("a").join("b");
+    let store = open(&nested).unwrap();
+    assert!(nested.join("data.mdb").exists());
+    drop(store);
+    open(&nested).unwrap();
+}
+
+/// The error's path, reason, fix and message, asserting it is
+/// `Incompatible`.
+fn incompatible<T: std::fmt::Debug>(
+    result: Result<T, StorageError>,
+) -> (PathBuf, String, String, String) {
+    match result {
+        Err(err @ StorageError::Incompatible { .. }) => {
+            let message = err.to_string();
+            let StorageError::Incompatible { path, reason, fix } = err else {
+                unreachable!()
+            };
+            (path, reason, fix, message)
+        }
+        other => panic!("expected Incompatible, got {other:?}"),
+    }
+}
+
+#[test]
+fn another_clusters_directory_is_incompatible() {
     let dir = tempfile::tempdir().unwrap();
     populate(dir.path());
-    let (path, detail) = corrupt(LmdbLogStore::open(
+    let (path, reason, fix, message) = incompatible(LmdbLogStore::open(
         dir.path(),
         LmdbOptions::new(CLUSTER + 1),
     ));
-    assert_eq!(path, dir.path().join("data.mdb"));
+    assert_eq!(path, dir.path());
     assert!(
-        detail.contains(&format!("belongs to cluster {CLUSTER}"))
-            && detail.contains(&format!("configured for cluster {}", CLUSTER + 1)),
-        "{detail}"
+        reason.contains(&format!("belongs to cluster {CLUSTER}"))
+            && reason.contains(&format!("configured for cluster {}", CLUSTER + 1)),
+        "{reason}"
+    );
+    assert!(fix.contains("its own data directory"), "{fix}");
+    assert!(fix.contains("wipe"), "{fix}");
+    assert!(
+        message.contains(&dir.path().display().to_string())
+            && message.contains(&reason)
+            && message.contains(&fix),
+        "{message}"
     );
     // Nothing was changed: the right cluster still opens it.
     let store = open(dir.path()).unwrap();
     assert_eq!(store.log_state(G).unwrap().last.index, LogIndex(9));
+}
+
+#[test]
+fn an_environment_of_another_lmdb_data_version_is_incompatible() {
+    /// LMDB's magic number, first in its meta pages (little-endian here).
+    const LMDB_MAGIC: [u8; 4] = 0xBEEF_C0DE_u32.to_le_bytes();
+    let dir = tempfile::tempdir().unwrap();
+    populate(dir.path());
+    let data = dir.path().join("data.mdb");
+    let mut bytes = fs::read(&data).unwrap();
+    // The data version follows the magic in the first meta page.
+    let at = bytes[..64]
+        .windows(4)
+        .position(|w| w == LMDB_MAGIC)
+        .expect("LMDB's magic in the first meta page")
+        + 4;
+    let version = u32::from_le_bytes(bytes[at..at + 4].try_into().unwrap());
+    bytes[at..at + 4].copy_from_slice(&(version + 1).to_le_bytes());
+    fs::write(&data, &bytes).unwrap();
+    let (path, reason, fix, _) = incompatible(open(dir.path()));
+    assert_eq!(path, data);
+    assert!(reason.contains("version of LMDB"), "{reason}");
+    assert!(fix.contains("the build that wrote"), "{fix}");
 }
 
 #[test]

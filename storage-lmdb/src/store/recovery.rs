@@ -284,11 +284,26 @@ pub(super) fn refuse_empty_data_file(data_path: &Path) -> Result<(), StorageErro
     }
 }
 
-/// Refuses a directory whose data file is gone while snapshot images
-/// remain: starting afresh would silently drop the node's log and state,
-/// and then remove those images as strays.
+/// Refuses a directory whose data file is gone while its snapshot
+/// directory remains. [`open`](LmdbLogStore::open) creates the snapshot
+/// directory only once the environment is durable, so its presence means a
+/// store existed here: starting afresh would silently give the node an
+/// empty log and no vote record (it could vote twice in a term), and then
+/// remove the snapshot images as strays.
 pub(super) fn refuse_lost_data_file(data_path: &Path, snap_dir: &Path) -> Result<(), StorageError> {
-    if data_path.exists() {
+    let exists = |path: &Path| {
+        fs::symlink_metadata(path).map_or_else(
+            |e| match e.kind() {
+                io::ErrorKind::NotFound => Ok(false),
+                _ => Err(StorageError::Io {
+                    path: path.to_path_buf(),
+                    source: e,
+                }),
+            },
+            |_| Ok(true),
+        )
+    };
+    if exists(data_path)? || !exists(snap_dir)? {
         return Ok(());
     }
     let images = fs::read_dir(snap_dir)
@@ -297,30 +312,44 @@ pub(super) fn refuse_lost_data_file(data_path: &Path, snap_dir: &Path) -> Result
             source,
         })?
         .flatten()
-        .any(|item| {
+        .filter(|item| {
             item.file_name()
                 .to_str()
                 .and_then(snapshot_file::parse_name)
                 .is_some_and(|name| matches!(name, ParsedName::Snapshot { .. }))
-        });
-    if images {
-        return Err(StorageError::Corrupt {
-            path: data_path.to_path_buf(),
-            detail: format!(
-                "the data file is missing but {} holds snapshot images: the directory was \
-                 damaged (restore it, or remove it to start this node afresh)",
-                snap_dir.display()
-            ),
-        });
+        })
+        .count();
+    Err(StorageError::Corrupt {
+        path: data_path.to_path_buf(),
+        detail: format!(
+            "the data file is missing, but a store was created in this directory ({} exists, \
+             with {images} snapshot image(s)): its log and vote record are lost; restore the \
+             data file, or remove the whole directory to start this node afresh as a new, \
+             empty node",
+            snap_dir.display()
+        ),
+    })
+}
+
+/// Creates the snapshot directory if it is missing.
+pub(super) fn create_snapshot_dir(snap_dir: &Path) -> Result<(), StorageError> {
+    match fs::create_dir(snap_dir) {
+        Ok(()) => Ok(()),
+        Err(e) if e.kind() == io::ErrorKind::AlreadyExists && snap_dir.is_dir() => Ok(()),
+        Err(source) => Err(StorageError::Io {
+            path: snap_dir.to_path_buf(),
+            source,
+        }),
     }
-    Ok(())
 }
 
 /// Opens the store's databases. In a new environment, creates them and
 /// writes the format record into the `meta` database; in an existing one,
-/// checks the format version and cluster id.
+/// checks the format version and cluster id: another cluster's directory or
+/// a newer format is [`StorageError::Incompatible`], naming `dir`.
 pub(super) fn open_databases(
     env: &Env<WithoutTls>,
+    dir: &Path,
     data_path: &Path,
     cluster_id: u64,
 ) -> Result<Dbs, StorageError> {
@@ -374,19 +403,46 @@ pub(super) fn open_databases(
                 .map_err(lmdb)?
                 .ok_or_else(|| corrupt("the format record is missing".into()))?;
             match codec::decode_format(record).map_err(corrupt)? {
-                codec::Format::Newer(version) => {
-                    return Err(corrupt(format!(
-                        "written in format version {version} by a newer storage-lmdb; this \
-                         build reads version {} only: upgrade it",
+                codec::Format::Newer { version, sealed } => {
+                    let reason = format!(
+                        "it was written in format version {version} by a newer storage-lmdb, \
+                         and this build reads version {} only",
                         codec::FORMAT_VERSION
-                    )));
+                    );
+                    // The checksum prefix is part of the layout every
+                    // version keeps (see `codec::encode_format`): a record
+                    // that fails it is damaged, whatever version it names.
+                    if !sealed {
+                        return Err(corrupt(format!(
+                            "the format record fails its checksum ({reason}, if its version \
+                             field is intact)"
+                        )));
+                    }
+                    return Err(StorageError::Incompatible {
+                        path: dir.to_path_buf(),
+                        reason,
+                        fix: format!(
+                            "run this node with a binary that reads format version {version} \
+                             (the newer version that wrote it); wiping the directory instead \
+                             loses this node's log and vote record, and the node must then \
+                             rejoin its cluster as a new member"
+                        ),
+                    });
                 }
                 codec::Format::Current { cluster_id: stored } if stored != cluster_id => {
-                    return Err(corrupt(format!(
-                        "the directory belongs to cluster {stored}, but this node is \
-                         configured for cluster {cluster_id}: refusing to mix two clusters' \
-                         data"
-                    )));
+                    return Err(StorageError::Incompatible {
+                        path: dir.to_path_buf(),
+                        reason: format!(
+                            "the directory belongs to cluster {stored}, but this node is \
+                             configured for cluster {cluster_id}, and two clusters' data must \
+                             not mix"
+                        ),
+                        fix: format!(
+                            "point the node at its own data directory (or correct its cluster \
+                             id); wipe this directory only if the node is meant to leave \
+                             cluster {stored} for good"
+                        ),
+                    });
                 }
                 codec::Format::Current { .. } => {}
             }

@@ -63,24 +63,81 @@ fn corrupt_detail(result: Result<impl std::fmt::Debug, StorageError>) -> String 
     }
 }
 
-#[test]
-fn a_newer_format_version_is_refused() {
-    let dir = tempfile::tempdir().unwrap();
-    let store = open(dir.path()).unwrap();
+/// Replaces the format record with `record(the current one)`.
+fn rewrite_format(dir: &Path, record: impl FnOnce(Vec<u8>) -> Vec<u8>) {
+    let store = open(dir).unwrap();
     damage(store, |store, txn| {
         let meta = store
             .env
             .open_database::<RawBytes, RawBytes>(txn, Some("meta"))
             .unwrap()
             .unwrap();
-        let mut record = codec::encode_format(5);
-        // Version 1 -> 2, big-endian, after the checksum and the magic.
-        record[15] = 2;
-        meta.put(txn, codec::FORMAT_KEY, &record).unwrap();
+        let current = meta.get(txn, codec::FORMAT_KEY).unwrap().unwrap().to_vec();
+        meta.put(txn, codec::FORMAT_KEY, &record(current)).unwrap();
+    });
+}
+
+#[test]
+fn a_newer_format_version_is_incompatible_not_corrupt() {
+    let dir = tempfile::tempdir().unwrap();
+    // Version 1 -> 2 (big-endian, after the checksum and the magic),
+    // sealed again as a newer version would write it.
+    rewrite_format(dir.path(), |record| {
+        let mut body = record[4..].to_vec();
+        body[11] = 2;
+        codec::seal(codec::FORMAT_KEY, &body)
+    });
+    match open(dir.path()) {
+        Err(err @ StorageError::Incompatible { .. }) => {
+            let message = err.to_string();
+            let StorageError::Incompatible { path, reason, fix } = err else {
+                unreachable!()
+            };
+            assert_eq!(path, dir.path());
+            assert!(reason.contains("format version 2"), "{reason}");
+            assert!(reason.contains("newer"), "{reason}");
+            assert!(fix.contains("reads format version 2"), "{fix}");
+            assert!(fix.contains("wiping the directory"), "{fix}");
+            assert!(
+                message.contains(&dir.path().display().to_string()),
+                "{message}"
+            );
+            assert!(message.contains("cannot be used by this node"), "{message}");
+        }
+        other => panic!("expected Incompatible, got {other:?}"),
+    }
+    // Refused again, and the directory is unlocked after each refusal.
+    assert!(matches!(
+        open(dir.path()),
+        Err(StorageError::Incompatible { .. })
+    ));
+}
+
+#[test]
+fn case_29_a_bit_flip_that_makes_the_format_version_look_newer_is_corrupt() {
+    let dir = tempfile::tempdir().unwrap();
+    rewrite_format(dir.path(), |mut record| {
+        record[15] ^= 0x02;
+        record
     });
     let detail = corrupt_detail(open(dir.path()));
-    assert!(detail.contains("format version 2"), "{detail}");
-    assert!(detail.contains("newer"), "{detail}");
+    assert!(detail.contains("fails its checksum"), "{detail}");
+    assert!(detail.contains("format version 3"), "{detail}");
+}
+
+#[test]
+fn case_29_a_bit_flip_in_the_cluster_id_is_corrupt_not_another_cluster() {
+    let dir = tempfile::tempdir().unwrap();
+    rewrite_format(dir.path(), |mut record| {
+        let last = record.len() - 1;
+        record[last] ^= 0x01;
+        record
+    });
+    let detail = corrupt_detail(open(dir.path()));
+    assert!(
+        detail.contains("format record: checksum mismatch"),
+        "{detail}"
+    );
 }
 
 #[test]
@@ -228,15 +285,69 @@ fn records_must_come_in_pairs_and_pass_their_checksums() {
 }
 
 #[test]
+fn case_29_a_bit_flip_in_any_group_record_is_refused_at_open() {
+    for name in ["hard_states", "bounds", "snapshots"] {
+        let dir = tempfile::tempdir().unwrap();
+        let mut store = populated(dir.path());
+        let snapshot = raft_api::Snapshot {
+            meta: raft_api::SnapshotMeta::default(),
+            data: Bytes::from_static(b"image"),
+        };
+        store.save_snapshot(G, &snapshot).unwrap();
+        now(store.flush()).unwrap();
+        damage(store, |store, txn| {
+            let db = match name {
+                "hard_states" => store.dbs.hard_states,
+                "bounds" => store.dbs.bounds,
+                _ => store.dbs.snapshots,
+            };
+            let key = codec::group_key(G);
+            let mut value = db.get(txn, &key).unwrap().unwrap().to_vec();
+            let middle = value.len() / 2;
+            value[middle] ^= 0x08;
+            db.put(txn, &key, &value).unwrap();
+        });
+        let detail = corrupt_detail(open(dir.path()));
+        assert!(
+            detail.contains(&format!("database `{name}`, key g3: checksum mismatch")),
+            "{name}: {detail}"
+        );
+    }
+}
+
+#[test]
 fn the_same_directory_cannot_be_opened_twice_in_a_process() {
     let dir = tempfile::tempdir().unwrap();
-    let _store = open(dir.path()).unwrap();
+    let mut store = populated(dir.path());
+    store.append(G, &[entry(6)]).unwrap();
     match open(dir.path()) {
-        Err(StorageError::Io { source, .. }) => {
-            assert_eq!(source.kind(), std::io::ErrorKind::ResourceBusy);
+        Err(err @ StorageError::Locked { .. }) => {
+            let message = err.to_string();
+            let StorageError::Locked { path, holder } = err else {
+                unreachable!()
+            };
+            assert_eq!(path, dir.path().join("store.lock"));
+            assert_eq!(holder, "another store in this process");
+            assert!(message.contains("store.lock"), "{message}");
+            assert!(message.contains("another node is using"), "{message}");
         }
-        other => panic!("expected an I/O error, got {other:?}"),
+        other => panic!("expected Locked, got {other:?}"),
     }
+    // The refused open changed nothing: the first store goes on.
+    now(store.flush()).unwrap();
+    assert_eq!(store.log_state(G).unwrap().last.index, LogIndex(6));
+    // Dropping the store releases the directory.
+    drop(store);
+    let store = open(dir.path()).unwrap();
+    assert_eq!(store.log_state(G).unwrap().last.index, LogIndex(6));
+}
+
+#[test]
+fn the_lock_is_taken_through_another_spelling_of_the_path() {
+    let dir = tempfile::tempdir().unwrap();
+    let _store = open(dir.path()).unwrap();
+    let other = dir.path().join("snapshots").join("..");
+    assert!(matches!(open(&other), Err(StorageError::Locked { .. })));
 }
 
 #[test]
