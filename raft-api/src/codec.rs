@@ -31,6 +31,12 @@
 //! [`FrameCodec::check_hello`] and attributes every batch of the connection
 //! to that node.
 //!
+//! Once it has accepted the caller's hello, the accepting node answers with
+//! its own [`Hello`] (same layout: its cluster id, its node id, its
+//! version), so the caller learns or checks which node it reached and
+//! checks the answer with [`FrameCodec::check_hello`] too. A refused hello
+//! gets no answer: the connection is closed.
+//!
 //! ```
 //! use bytes::BytesMut;
 //! use raft_api::codec::{FrameCodec, Hello};

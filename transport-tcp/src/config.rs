@@ -44,10 +44,21 @@ pub struct TcpConfig {
     /// in [`TcpMetrics::dropped_queue_full`](crate::TcpMetrics)). Default
     /// 1024.
     pub queue_capacity: usize,
-    /// Longest wait to establish an outgoing connection. Default 5 s.
+    /// Longest wait to establish an outgoing connection: TCP connect, the
+    /// TLS handshake (with TLS), and the peer's answering hello, all
+    /// together. Default 5 s.
     pub connect_timeout: Duration,
-    /// Time an accepted connection has to send its hello. Default 5 s.
+    /// Time an accepted connection has to complete its handshake (the TLS
+    /// handshake with TLS, then its hello); a connection that has not is
+    /// closed and counted in
+    /// [`TcpMetrics::handshake_timeouts`](crate::TcpMetrics). Default 5 s.
     pub handshake_timeout: Duration,
+    /// Longest an accepted connection may stay in the middle of a frame
+    /// without sending a byte; it is then closed and counted in
+    /// [`TcpMetrics::idle_timeouts`](crate::TcpMetrics). This bounds how
+    /// long a slow or malicious peer holds the memory of a partial frame.
+    /// A connection idle between frames is left alone. Default 30 s.
+    pub frame_idle_timeout: Duration,
     /// Longest wait for one write to a peer; a peer that stops reading for
     /// longer is disconnected. Default 10 s.
     pub write_timeout: Duration,
@@ -133,6 +144,7 @@ impl TcpConfig {
             queue_capacity: 1024,
             connect_timeout: Duration::from_secs(5),
             handshake_timeout: Duration::from_secs(5),
+            frame_idle_timeout: Duration::from_secs(30),
             write_timeout: Duration::from_secs(10),
             backoff_min: Duration::from_millis(50),
             backoff_max: Duration::from_secs(5),
@@ -153,6 +165,7 @@ impl TcpConfig {
         transport_util::check_positive(&[
             ("connect_timeout", self.connect_timeout),
             ("handshake_timeout", self.handshake_timeout),
+            ("frame_idle_timeout", self.frame_idle_timeout),
             ("write_timeout", self.write_timeout),
             ("backoff_min", self.backoff_min),
         ])?;
@@ -196,6 +209,14 @@ mod tests {
             "connect_timeout"
         );
         assert_eq!(field(|c| c.write_timeout = Duration::ZERO), "write_timeout");
+        assert_eq!(
+            field(|c| c.handshake_timeout = Duration::ZERO),
+            "handshake_timeout"
+        );
+        assert_eq!(
+            field(|c| c.frame_idle_timeout = Duration::ZERO),
+            "frame_idle_timeout"
+        );
         assert_eq!(
             field(|c| c.backoff_max = Duration::from_millis(1)),
             "backoff_max"

@@ -2,30 +2,39 @@
 //! connection.
 //!
 //! A connection must open with a valid [`Hello`] within the handshake
-//! timeout; then every frame it carries is decoded and its batch delivered
-//! as coming from the node that said hello. Anything wrong (bad hello,
-//! another cluster, garbage, an oversized or corrupt frame, an envelope
-//! claiming another sender) closes that connection only. With TLS, the
-//! TLS handshake comes first (within the same timeout), and with mutual
-//! TLS the hello must name the node of the client certificate.
+//! timeout; once accepted, this node answers with its own hello (so the
+//! dialling node learns or checks who it reached), then every frame the
+//! connection carries is decoded and its batch delivered as coming from
+//! the node that said hello. Anything wrong (bad hello, another cluster,
+//! garbage, an oversized or corrupt frame, an envelope claiming another
+//! sender) closes that connection only. With TLS, the TLS handshake comes
+//! first (within the same timeout), and with mutual TLS the hello must
+//! name the node of the client certificate.
+//!
+//! Memory held per connection follows the bytes actually received: the
+//! header of a frame is checked as soon as it arrives (length within the
+//! limit), but room for the payload is not reserved in advance; and a
+//! connection that stops in the middle of a frame for
+//! [`TcpConfig::frame_idle_timeout`] is closed.
 
 use std::net::SocketAddr;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use bytes::BytesMut;
-use raft_api::codec::{CodecError, FrameCodec, HELLO_LEN, Hello};
+use raft_api::codec::{CodecError, FrameCodec, Hello};
 use raft_api::{Inbox, NodeId};
-use tokio::io::{AsyncRead, AsyncReadExt};
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 use tokio::task::JoinSet;
-use tokio::time::{Instant, timeout_at};
+use tokio::time::{Instant, timeout, timeout_at};
 use tracing::{debug, info, warn};
+use transport_util::{Counters, add};
 
 use crate::config::TcpConfig;
+use crate::dial::{HelloError, read_hello};
 use crate::lock;
-use crate::metrics::{Counters, add};
 use crate::tls::Tls;
 
 /// Free space kept in a connection's read buffer before each read.
@@ -83,17 +92,18 @@ impl Receiver {
         _slot: OwnedSemaphorePermit,
     ) {
         let deadline = Instant::now() + self.config.handshake_timeout;
+        // The answering hello goes out at once.
+        let _ = stream.set_nodelay(true);
         let Some(tls) = self.tls.clone() else {
             return self.serve_stream(stream, remote, None, deadline).await;
         };
-        let _ = stream.set_nodelay(true);
         let stream = match timeout_at(deadline, tls.accept(stream)).await {
             Ok(Ok(stream)) => stream,
             Ok(Err(error)) => {
                 return self.refuse(remote, &format!("TLS handshake failed: {error}"));
             }
             Err(_) => {
-                return self.refuse(remote, "no TLS handshake within the handshake timeout");
+                return self.refuse_late(remote, "no TLS handshake within the handshake timeout");
             }
         };
         let certified = if tls.mutual {
@@ -118,10 +128,17 @@ impl Receiver {
         warn!(node = %self.config.node_id, %remote, %error, "refused connection");
     }
 
-    /// Reads the hello (before `deadline`) then frames from `stream`,
-    /// plain or TLS. With `certified`, the node id of the peer's
-    /// certificate, the hello must name that node.
-    async fn serve_stream<S: AsyncRead + Unpin>(
+    /// Counts and logs a connection refused for not completing its
+    /// handshake in time.
+    fn refuse_late(&self, remote: SocketAddr, error: &str) {
+        add(&self.metrics.handshake_timeouts, 1);
+        self.refuse(remote, error);
+    }
+
+    /// Reads the hello (before `deadline`), answers it, then reads frames
+    /// from `stream`, plain or TLS. With `certified`, the node id of the
+    /// peer's certificate, the hello must name that node.
+    async fn serve_stream<S: AsyncRead + AsyncWrite + Unpin>(
         &self,
         mut stream: S,
         remote: SocketAddr,
@@ -129,9 +146,17 @@ impl Receiver {
         deadline: Instant,
     ) {
         let node = self.config.node_id;
-        let from = match self.handshake(&mut stream, deadline).await {
-            Ok(from) => from,
-            Err(error) => return self.refuse(remote, &error),
+        let from = match read_hello(&mut stream, deadline).await {
+            Ok(hello) => match self.codec.check_hello(&hello) {
+                Ok(()) => hello.node_id,
+                Err(error) => {
+                    return self.refuse(remote, &format!("hello from {}: {error}", hello.node_id));
+                }
+            },
+            Err(HelloError::Timeout) => {
+                return self.refuse_late(remote, "no hello within the handshake timeout");
+            }
+            Err(error) => return self.refuse(remote, &error.to_string()),
         };
         if let Some(certified) = certified
             && certified != from
@@ -141,6 +166,21 @@ impl Receiver {
                 &format!("hello from {from} over a certificate of {certified}"),
             );
         }
+        // The answer: who this node is, within the same deadline.
+        let answer = Hello::new(self.config.cluster_id, node).encode();
+        let answered = timeout_at(deadline, async {
+            stream.write_all(&answer).await?;
+            stream.flush().await
+        });
+        match answered.await {
+            Ok(Ok(())) => {}
+            Ok(Err(error)) => {
+                return self.refuse(remote, &format!("cannot answer the hello: {error}"));
+            }
+            Err(_) => {
+                return self.refuse_late(remote, "answering the hello timed out");
+            }
+        }
         add(&self.metrics.connections_accepted, 1);
         info!(%node, %remote, peer = %from, "accepted connection");
         match self.read_frames(&mut stream, from).await {
@@ -149,6 +189,17 @@ impl Receiver {
             Err(ReadError::Truncated(pending)) => {
                 info!(%node, peer = %from, pending, "connection closed in the middle of a frame");
             }
+            Err(ReadError::Idle(pending)) => {
+                add(&self.metrics.idle_timeouts, 1);
+                warn!(
+                    %node,
+                    peer = %from,
+                    %remote,
+                    pending,
+                    timeout = ?self.config.frame_idle_timeout,
+                    "no byte in the middle of a frame for too long; closing the connection"
+                );
+            }
             Err(ReadError::Invalid(error)) => {
                 add(&self.metrics.decode_errors, 1);
                 warn!(%node, peer = %from, %remote, %error, "bad frame; closing the connection");
@@ -156,28 +207,9 @@ impl Receiver {
         }
     }
 
-    /// Reads and checks the peer's hello before `deadline` (the handshake
-    /// timeout after the connection was accepted).
-    async fn handshake<S: AsyncRead + Unpin>(
-        &self,
-        stream: &mut S,
-        deadline: Instant,
-    ) -> Result<NodeId, String> {
-        let mut hello = [0u8; HELLO_LEN];
-        match timeout_at(deadline, stream.read_exact(&mut hello)).await {
-            Ok(Ok(_)) => {}
-            Ok(Err(error)) => return Err(format!("no hello: {error}")),
-            Err(_) => return Err("no hello within the handshake timeout".into()),
-        }
-        let hello = Hello::decode(&hello).map_err(|e| format!("bad hello: {e}"))?;
-        self.codec
-            .check_hello(&hello)
-            .map_err(|e| format!("hello from {}: {e}", hello.node_id))?;
-        Ok(hello.node_id)
-    }
-
     /// Delivers the batches of every frame until the peer closes the
-    /// connection or sends something invalid.
+    /// connection, sends something invalid, or stops in the middle of a
+    /// frame for the frame idle timeout.
     async fn read_frames<S: AsyncRead + Unpin>(
         &self,
         stream: &mut S,
@@ -185,7 +217,15 @@ impl Receiver {
     ) -> Result<(), ReadError> {
         let mut buf = BytesMut::with_capacity(READ_CHUNK);
         loop {
-            while let Some(batch) = self.codec.decode(&mut buf).map_err(ReadError::Invalid)? {
+            // Every whole frame in the buffer. The header of a partial one
+            // is checked as soon as it is there; its payload is awaited
+            // without reserving room for it in advance (`decode` would).
+            while let Some(header) = self.codec.check_header(&buf).map_err(ReadError::Invalid)?
+                && buf.len() >= header.frame_len()
+            {
+                let Some(batch) = self.codec.decode(&mut buf).map_err(ReadError::Invalid)? else {
+                    break;
+                };
                 if let Some(stranger) = batch.iter().find(|e| e.from != from) {
                     return Err(ReadError::Invalid(CodecError::Malformed(format!(
                         "envelope from {} on the connection of {from}",
@@ -196,7 +236,16 @@ impl Receiver {
                 self.inbox.deliver(from, batch);
             }
             buf.reserve(READ_CHUNK);
-            match stream.read_buf(&mut buf).await {
+            let read = if buf.is_empty() {
+                // Between frames: a quiet peer is fine.
+                stream.read_buf(&mut buf).await
+            } else {
+                match timeout(self.config.frame_idle_timeout, stream.read_buf(&mut buf)).await {
+                    Ok(read) => read,
+                    Err(_) => return Err(ReadError::Idle(buf.len())),
+                }
+            };
+            match read {
                 Ok(0) if buf.is_empty() => return Ok(()),
                 Ok(0) => return Err(ReadError::Truncated(buf.len())),
                 Ok(_) => {}
@@ -212,6 +261,9 @@ enum ReadError {
     Io(std::io::Error),
     /// The peer closed with this many bytes of an incomplete frame pending.
     Truncated(usize),
+    /// The peer sent nothing for the frame idle timeout with this many
+    /// bytes of an incomplete frame pending.
+    Idle(usize),
     /// The peer sent something invalid.
     Invalid(CodecError),
 }

@@ -2,47 +2,67 @@
 //!
 //! Each node listens on one port and opens one connection to each peer it
 //! sends to, so two nodes talking both ways use two connections, each
-//! carrying batches one way:
+//! carrying batches one way (after the hellos, which go both ways):
 //!
 //! ```text
 //!  node 1                                              node 2
 //!  send(2, batch) ─► queue ─► writer ══ hello, frames ══► reader ─► inbox
+//!                                   ◄══ hello ══════════
 //!           inbox ◄─ reader ◄══ hello, frames ══ writer ◄─ queue ◄─ send(1, batch)
+//!                            ══════════ hello ══►
 //! ```
 //!
 //! - **Wire format**: the frames and hello of [`raft_api::codec`]: a frame
 //!   holds one batch, with the cluster id, the protocol version, a length
 //!   checked against [`TcpConfig::max_frame_bytes`] before the payload is
 //!   read, and a CRC-32.
-//! - **Receiving**: an accepted connection must first send a
-//!   [`Hello`](raft_api::codec::Hello) of this cluster and version; its
-//!   batches are delivered as coming from the node it names (an envelope
-//!   claiming another sender closes the connection). A bad hello, garbage,
-//!   an oversized or corrupt frame closes that connection only; the
-//!   listener keeps serving the others.
+//! - **Handshake**: the dialling node sends its
+//!   [`Hello`](raft_api::codec::Hello) (cluster id, node id, protocol
+//!   version); the accepting node checks it and answers with its own. The
+//!   dialling node checks the answer too: another cluster or version is a
+//!   failed connection, and another node than the peer dialled means the
+//!   address now belongs to someone else (logged, counted in
+//!   [`TcpMetrics::wrong_node_answers`], retried after a backoff).
+//! - **Receiving**: an accepted connection must complete its handshake
+//!   within [`TcpConfig::handshake_timeout`]; its batches are delivered as
+//!   coming from the node its hello names (an envelope claiming another
+//!   sender closes the connection). A bad hello, garbage, an oversized or
+//!   corrupt frame closes that connection only; the listener keeps serving
+//!   the others. Memory per connection follows the bytes received, and a
+//!   connection that stops in the middle of a frame for
+//!   [`TcpConfig::frame_idle_timeout`] is closed.
 //! - **Sending**: [`send`](Transport::send) never blocks and never waits: it
 //!   puts the batch on the peer's bounded queue, or drops it when the queue
 //!   is full (Raft tolerates loss; memory stays bounded). A writer task per
-//!   peer, started on the first send, connects (`TCP_NODELAY`), sends the
-//!   hello, then writes queued batches, several frames per system call. A
+//!   peer, started on the first send, connects (`TCP_NODELAY`), exchanges
+//!   hellos, then writes queued batches, several frames per system call. A
 //!   failed connection is re-established with jittered exponential backoff
 //!   ([`TcpConfig::backoff_min`] doubling to [`TcpConfig::backoff_max`]);
 //!   the batches being written when it failed are lost.
 //! - **Peers**: [`add_peer`](Transport::add_peer) sets or updates an address
 //!   (`"host:port"`, resolved at each connection; a change reconnects),
 //!   [`remove_peer`](Transport::remove_peer) closes the connection and
-//!   forgets the peer.
+//!   forgets the peer. [`add_address`](Transport::add_address) takes a peer
+//!   known only by its address: a background task dials it until the
+//!   answering hello tells its node id, then the peer is as if added with
+//!   `add_peer(id, address)` and its writer keeps that connection; this
+//!   node's own address is recognised and ignored.
+//!   [`remove_address`](Transport::remove_address) stops the task and
+//!   forgets the peer learned from the address.
 //! - **Observability**: [`TcpTransport::metrics`] counts batches, drops,
-//!   connections and decode errors; errors are logged with `tracing`.
+//!   connections, handshakes and decode errors; errors are logged with
+//!   `tracing`.
 //!
 //! - **TLS** (optional, [`TcpConfig::tls`]): every connection, accepted
-//!   and opened, runs TLS 1.3 (rustls, ring) before the hello. Each node
+//!   and opened, runs TLS 1.3 (rustls, ring) before the hellos. Each node
 //!   has a certificate of the cluster CA naming it `node-<id>.raft`
-//!   ([`node_server_name`]); a node dialling a peer checks the peer's
-//!   certificate names it. With mutual TLS ([`TcpTls::mutual`], the
-//!   default) the accepting node requires a client certificate of the CA,
-//!   and refuses a hello naming another node than that certificate; a
-//!   failed TLS handshake or such a mismatch counts in
+//!   ([`node_server_name`]); a node dialling a peer checks that the peer's
+//!   certificate is of the CA and names a node, that this node is the peer
+//!   meant (when known: otherwise the id is learned from it), and that the
+//!   answering hello names the same node. With mutual TLS
+//!   ([`TcpTls::mutual`], the default) the accepting node requires a client
+//!   certificate of the CA, and refuses a hello naming another node than
+//!   that certificate; a failed TLS handshake or such a mismatch counts in
 //!   [`TcpMetrics::handshakes_refused`]. PEM errors are reported by
 //!   [`TcpTransport::new`].
 //!
@@ -98,12 +118,12 @@
 //! ```
 
 mod config;
+mod dial;
 mod inbound;
-mod metrics;
 mod outbound;
+mod probe;
 mod tls;
 
-use std::collections::HashMap;
 use std::fmt;
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -112,18 +132,21 @@ use std::sync::{Arc, Mutex, MutexGuard, OnceLock};
 use raft_api::codec::FrameCodec;
 use raft_api::{ConfigError, Envelope, Inbox, NodeId, Transport, TransportError};
 use tokio::net::TcpListener;
-use tokio::sync::{Semaphore, mpsc, watch};
+use tokio::sync::Semaphore;
 use tokio::task::{JoinHandle, JoinSet};
 use tracing::{debug, info};
+use transport_util::{Counters, PeerTable, Queued, add};
 
 pub use crate::config::{PemSource, TcpConfig, TcpTls};
-pub use crate::metrics::TcpMetrics;
 pub use crate::tls::{node_id_of_certificate, node_server_name};
 
 use crate::inbound::Receiver;
-use crate::metrics::{Counters, add};
 use crate::outbound::{Writer, WriterContext};
 use crate::tls::Tls;
+
+/// A snapshot of a [`TcpTransport`]'s counters, from
+/// [`TcpTransport::metrics`]: the counters every network transport keeps.
+pub type TcpMetrics = transport_util::TransportMetrics;
 
 /// A [`Transport`] over TCP. See the [crate documentation](crate).
 ///
@@ -138,22 +161,15 @@ pub struct TcpTransport {
     /// TLS of both sides, if configured.
     tls: Option<Arc<Tls>>,
     writers: Arc<WriterContext>,
-    peers: Mutex<HashMap<NodeId, Peer>>,
-    /// Where writer tasks are spawned, captured by `start`.
+    /// Peers (address and writer) and the addresses being probed.
+    peers: Arc<PeerTable<Writer>>,
+    /// Where writer and probe tasks are spawned, captured by `start`.
     runtime: OnceLock<tokio::runtime::Handle>,
     local_addr: OnceLock<SocketAddr>,
     started: AtomicBool,
     closed: AtomicBool,
     listener: Mutex<Option<JoinHandle<()>>>,
     connections: Arc<Mutex<JoinSet<()>>>,
-}
-
-/// What the transport knows of a peer.
-struct Peer {
-    /// The address; the writer reads it at each connection attempt.
-    address: watch::Sender<String>,
-    /// Started by the first send.
-    writer: Option<Writer>,
 }
 
 impl TcpTransport {
@@ -175,11 +191,11 @@ impl TcpTransport {
                 metrics: Arc::clone(&metrics),
                 tls: tls.clone(),
             }),
+            peers: Arc::new(PeerTable::new(config.node_id)),
             config,
             codec,
             metrics,
             tls,
-            peers: Mutex::default(),
             runtime: OnceLock::new(),
             local_addr: OnceLock::new(),
             started: AtomicBool::new(false),
@@ -208,16 +224,27 @@ impl TcpTransport {
     /// Batches waiting in the queue of `peer` (0 for a peer never sent to
     /// or unknown). At most [`TcpConfig::queue_capacity`].
     pub fn queued(&self, peer: NodeId) -> usize {
-        lock(&self.peers)
-            .get(&peer)
-            .and_then(|p| p.writer.as_ref())
-            .map_or(0, Writer::queued)
+        self.peers.queued(peer)
     }
 
-    /// Stops the transport: closes the listener, every connection and
-    /// every writer, and waits until they are gone, so the listening port
-    /// is free when this returns. Queued batches are dropped. Later sends
-    /// fail with [`TransportError::Closed`].
+    /// The node id learned from `address`, given to
+    /// [`add_address`](Transport::add_address): `None` while it is still
+    /// being probed (or was never given or was removed), this node's own id
+    /// when the address is this node's.
+    pub fn learned(&self, address: &str) -> Option<NodeId> {
+        self.peers.learned(address)
+    }
+
+    /// The address of `peer`, given by [`add_peer`](Transport::add_peer)
+    /// or learned by [`add_address`](Transport::add_address).
+    pub fn peer_address(&self, peer: NodeId) -> Option<String> {
+        self.peers.address(peer)
+    }
+
+    /// Stops the transport: closes the listener, every connection, every
+    /// writer and address probe, and waits until they are gone, so the
+    /// listening port is free when this returns. Queued batches are
+    /// dropped. Later sends fail with [`TransportError::Closed`].
     pub async fn shutdown(&self) {
         self.closed.store(true, Ordering::SeqCst);
         let listener = lock(&self.listener).take();
@@ -225,11 +252,12 @@ impl TcpTransport {
             task.abort();
             let _ = task.await;
         }
-        let writers: Vec<Writer> = lock(&self.peers)
-            .drain()
-            .filter_map(|(_, peer)| peer.writer)
-            .collect();
-        for mut writer in writers {
+        let drained = self.peers.drain();
+        for probe in drained.probes {
+            probe.abort();
+            let _ = probe.await;
+        }
+        for mut writer in drained.writers {
             writer.task.abort();
             let _ = (&mut writer.task).await;
         }
@@ -246,7 +274,8 @@ impl TcpTransport {
         }
         tokio::runtime::Handle::try_current().map_err(|_| {
             TransportError::Other(
-                "TcpTransport::send before start must run inside a tokio runtime".into(),
+                "TcpTransport::send or add_address before start must run inside a tokio runtime"
+                    .into(),
             )
         })
     }
@@ -309,62 +338,27 @@ impl Transport for TcpTransport {
         if batch.is_empty() {
             return Ok(());
         }
-        let mut peers = lock(&self.peers);
-        let peer = peers.get_mut(&to).ok_or(TransportError::UnknownPeer(to))?;
-        let mut batch = batch;
-        // Twice at most: a second time if the writer had died (it only ends
-        // when its peer is dropped, but stay robust).
-        for _ in 0..2 {
-            let writer = match &mut peer.writer {
-                Some(writer) if !writer.queue.is_closed() => writer,
-                slot => slot.insert(Writer::spawn(
-                    &self.writers,
-                    to,
-                    peer.address.subscribe(),
-                    &self.runtime()?,
-                )),
-            };
-            match writer.queue.try_send(batch) {
-                Ok(()) => return Ok(()),
-                Err(mpsc::error::TrySendError::Full(_)) => {
-                    add(&self.metrics.dropped_queue_full, 1);
-                    return Ok(());
-                }
-                Err(mpsc::error::TrySendError::Closed(back)) => {
-                    peer.writer = None;
-                    batch = back;
-                }
-            }
+        let queued = self.peers.send(to, batch, |peer, address, _| {
+            Ok(Writer::spawn(
+                &self.writers,
+                peer,
+                address,
+                &self.runtime()?,
+                None,
+            ))
+        })?;
+        match queued {
+            Queued::Queued => {}
+            Queued::Full => add(&self.metrics.dropped_queue_full, 1),
+            Queued::Unsendable => add(&self.metrics.dropped_unsendable, 1),
         }
-        add(&self.metrics.dropped_unsendable, 1);
         Ok(())
     }
 
     /// Sets the address of `id` ("host:port"). A changed address closes the
     /// current connection to `id`; the next one goes to the new address.
     fn add_peer(&self, id: NodeId, address: String) {
-        let mut peers = lock(&self.peers);
-        match peers.get(&id) {
-            Some(peer) => {
-                peer.address.send_if_modified(|current| {
-                    let changed = *current != address;
-                    if changed {
-                        *current = address;
-                    }
-                    changed
-                });
-            }
-            None => {
-                let (address, _) = watch::channel(address);
-                peers.insert(
-                    id,
-                    Peer {
-                        address,
-                        writer: None,
-                    },
-                );
-            }
-        }
+        self.peers.add_peer(id, address);
     }
 
     /// Forgets `id`: closes the connection to it and drops its queued
@@ -372,8 +366,48 @@ impl Transport for TcpTransport {
     /// it is added again. Connections it opened to this node are not
     /// closed.
     fn remove_peer(&self, id: NodeId) {
-        let removed = lock(&self.peers).remove(&id);
-        drop(removed);
+        self.peers.remove_peer(id);
+    }
+
+    /// Learns the node at `address` ("host:port"): a background task dials
+    /// it (as any node of the cluster, with TLS any certificate of the CA
+    /// naming a node) until the answering hello tells its id, backing off
+    /// between attempts; the peer is then as if added with
+    /// [`add_peer`](Transport::add_peer) (its writer starts on that
+    /// connection), and [`TcpTransport::learned`] tells the id. An address
+    /// of another cluster is never learned; this node's own address is
+    /// ignored. Adding an address again does nothing.
+    ///
+    /// Errors: [`TransportError::Closed`] after
+    /// [`shutdown`](Self::shutdown), [`TransportError::Other`] when called
+    /// before [`start`](Transport::start) outside a tokio runtime.
+    fn add_address(&self, address: String) -> Result<(), TransportError> {
+        if self.closed.load(Ordering::SeqCst) {
+            return Err(TransportError::Closed);
+        }
+        let runtime = self.runtime()?;
+        let added = self.peers.add_address(address.clone(), |ticket| {
+            Ok(runtime.spawn(probe::run(
+                Arc::clone(&self.writers),
+                Arc::clone(&self.peers),
+                ticket,
+                runtime.clone(),
+            )))
+        })?;
+        if added {
+            debug!(node = %self.config.node_id, %address, "learning the node at the address");
+        }
+        Ok(())
+    }
+
+    /// Stops learning the node at `address` and forgets the peer learned
+    /// from it (closing the connection to it), unless that peer was also
+    /// given by [`add_peer`](Transport::add_peer) since. Unknown addresses
+    /// are ignored.
+    fn remove_address(&self, address: &str) {
+        if let Some(peer) = self.peers.remove_address(address) {
+            debug!(node = %self.config.node_id, %address, %peer, "forgot the node at the address");
+        }
     }
 }
 
@@ -382,7 +416,7 @@ impl Drop for TcpTransport {
         if let Some(task) = lock(&self.listener).take() {
             task.abort();
         }
-        lock(&self.peers).clear();
+        self.peers.clear();
         lock(&self.connections).abort_all();
     }
 }

@@ -3,26 +3,26 @@
 //!
 //! ```text
 //! send ──try_send──► queue (bounded) ──► writer task ──► TCP (or TLS) connection
-//!          │ full: drop + count           │ hello, then frames, several per write
+//!          │ full: drop + count           │ dial: hellos exchanged (see dial.rs)
+//!                                          │ then frames, several per write
 //!                                          │ failure: backoff, reconnect
 //! ```
 
 use std::sync::Arc;
 use std::time::Duration;
-use transport_util::Backoff;
 
 use bytes::BytesMut;
-use raft_api::codec::{CodecError, FrameCodec, Hello};
+use raft_api::codec::{CodecError, FrameCodec};
 use raft_api::{Envelope, NodeId};
-use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
-use tokio::net::TcpStream;
-use tokio::sync::{mpsc, watch};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::sync::mpsc;
 use tokio::task::JoinHandle;
 use tokio::time::{Instant, timeout};
 use tracing::{debug, info, warn};
+use transport_util::{AddressWatch, Backoff, Counters, PeerWriter, add};
 
 use crate::config::TcpConfig;
-use crate::metrics::{Counters, add};
+use crate::dial::{Connection, DialError, Dialer};
 use crate::tls::Tls;
 
 /// Bytes of frames gathered for one write, when more batches are queued.
@@ -35,13 +35,25 @@ const HEALTHY_SESSION: Duration = Duration::from_secs(1);
 /// A buffer grown past this by a large frame is released after the write.
 const KEEP_BUFFER: usize = 4 * WRITE_CHUNK;
 
-/// What a writer task needs; shared by all writers of a transport.
+/// What a writer task (and an address probe) needs; shared by all writers
+/// of a transport.
 pub(crate) struct WriterContext {
     pub(crate) config: Arc<TcpConfig>,
     pub(crate) codec: FrameCodec,
     pub(crate) metrics: Arc<Counters>,
     /// TLS for every connection opened, if configured.
     pub(crate) tls: Option<Arc<Tls>>,
+}
+
+impl WriterContext {
+    /// Opens connections with these settings.
+    pub(crate) fn dialer(&self) -> Dialer<'_> {
+        Dialer {
+            config: &self.config,
+            codec: self.codec,
+            tls: self.tls.as_deref(),
+        }
+    }
 }
 
 /// A peer's queue and writer task. Dropping it stops the task, which
@@ -57,23 +69,27 @@ impl Drop for Writer {
     }
 }
 
+impl PeerWriter for Writer {
+    fn queue(&self) -> &mpsc::Sender<Vec<Envelope>> {
+        &self.queue
+    }
+}
+
 impl Writer {
     /// Starts the writer of `peer` on `runtime`, reading the peer's address
-    /// from `address` (updates close the connection and reconnect).
+    /// from `address` (updates close the connection and reconnect). With
+    /// `connection` (already through its handshake with `peer`), the
+    /// writer uses it first instead of dialling.
     pub(crate) fn spawn(
         context: &Arc<WriterContext>,
         peer: NodeId,
-        address: watch::Receiver<String>,
+        address: AddressWatch,
         runtime: &tokio::runtime::Handle,
+        connection: Option<Connection>,
     ) -> Self {
         let (queue, batches) = mpsc::channel(context.config.queue_capacity);
-        let task = runtime.spawn(run(Arc::clone(context), peer, batches, address));
+        let task = runtime.spawn(run(Arc::clone(context), peer, batches, address, connection));
         Self { queue, task }
-    }
-
-    /// Batches waiting in the queue.
-    pub(crate) fn queued(&self) -> usize {
-        self.queue.max_capacity() - self.queue.capacity()
     }
 }
 
@@ -87,13 +103,15 @@ enum End {
     Stopped,
 }
 
-/// The writer task of one peer: connects when there is something to send,
-/// writes until the connection fails, backs off, reconnects.
+/// The writer task of one peer: connects when there is something to send
+/// (or starts on the connection it was given), writes until the
+/// connection fails, backs off, reconnects.
 async fn run(
     context: Arc<WriterContext>,
     peer: NodeId,
     mut batches: mpsc::Receiver<Vec<Envelope>>,
-    mut address: watch::Receiver<String>,
+    mut address: AddressWatch,
+    connection: Option<Connection>,
 ) {
     let node = context.config.node_id;
     let mut backoff = Backoff::new(
@@ -106,47 +124,30 @@ async fn run(
         context: &context,
         peer,
         buf: BytesMut::new(),
-        hello: Hello::new(context.config.cluster_id, node).encode(),
     };
+    let mut ready = connection;
     loop {
-        // Connect only when there is something to send.
-        let Some(first) = batches.recv().await else {
-            return;
-        };
-        let target = address.borrow_and_update().clone();
-        let stream = match connect(&context.config, &target).await {
-            Ok(stream) => stream,
-            Err(error) => {
-                let error = error.to_string();
-                if retry_later(&context, &mut backoff, peer, &target, &error, &mut address)
-                    .await
-                    .is_err()
-                {
-                    return;
-                }
-                continue;
+        let (connection, first, target) = match ready.take() {
+            Some(connection) => {
+                let target = address.borrow_and_update().clone().unwrap_or_default();
+                (connection, None, target)
             }
-        };
-        let since = Instant::now();
-        let end = match &context.tls {
             None => {
-                session
-                    .serve(&target, stream, first, &mut batches, &mut address)
-                    .await
-            }
-            Some(tls) => {
-                let handshake = timeout(context.config.connect_timeout, tls.connect(peer, stream));
-                let secured = match handshake.await {
-                    Ok(Ok(stream)) => Ok(stream),
-                    Ok(Err(error)) => Err(format!("TLS handshake failed: {error}")),
-                    Err(_) => Err("TLS handshake timed out".to_owned()),
+                // Connect only when there is something to send.
+                let Some(first) = batches.recv().await else {
+                    return;
                 };
-                match secured {
-                    Ok(stream) => {
-                        session
-                            .serve(&target, stream, first, &mut batches, &mut address)
-                            .await
+                let Some(target) = address.borrow_and_update().clone() else {
+                    // No address to dial (the table only sends to peers
+                    // with one, but stay robust): wait for one.
+                    add(&context.metrics.dropped_unsendable, 1);
+                    if address.changed().await.is_err() {
+                        return;
                     }
+                    continue;
+                };
+                match context.dialer().dial(&target, Some(peer)).await {
+                    Ok(dialed) => (dialed.connection, Some(first), target),
                     Err(error) => {
                         if retry_later(&context, &mut backoff, peer, &target, &error, &mut address)
                             .await
@@ -159,6 +160,10 @@ async fn run(
                 }
             }
         };
+        let since = Instant::now();
+        let end = session
+            .serve(&target, connection, first, &mut batches, &mut address)
+            .await;
         if since.elapsed() >= HEALTHY_SESSION {
             backoff.reset();
         }
@@ -186,33 +191,25 @@ async fn retry_later(
     backoff: &mut Backoff,
     peer: NodeId,
     target: &str,
-    error: &str,
-    address: &mut watch::Receiver<String>,
+    error: &DialError,
+    address: &mut AddressWatch,
 ) -> Result<(), ()> {
     let node = context.config.node_id;
     add(&context.metrics.connect_failures, 1);
-    let delay = backoff.next_delay();
-    debug!(%node, %peer, address = %target, %error, ?delay, "cannot connect");
     add(&context.metrics.dropped_unsendable, 1);
+    let delay = backoff.next_delay();
+    if let DialError::WrongNode { .. } = error {
+        add(&context.metrics.wrong_node_answers, 1);
+        warn!(%node, %peer, address = %target, %error, ?delay, "the address belongs to another node");
+    } else {
+        debug!(%node, %peer, address = %target, %error, ?delay, "cannot connect");
+    }
     sleep_or_address_change(delay, address).await
-}
-
-/// Opens a connection to `address` ("host:port") within the connect
-/// timeout, with `TCP_NODELAY` set.
-async fn connect(config: &TcpConfig, address: &str) -> std::io::Result<TcpStream> {
-    let stream = timeout(config.connect_timeout, TcpStream::connect(address))
-        .await
-        .map_err(|_| std::io::Error::new(std::io::ErrorKind::TimedOut, "connect timed out"))??;
-    stream.set_nodelay(true)?;
-    Ok(stream)
 }
 
 /// Sleeps for `delay`, cut short by a new address. Fails when the peer was
 /// dropped (the address sender is gone).
-async fn sleep_or_address_change(
-    delay: Duration,
-    address: &mut watch::Receiver<String>,
-) -> Result<(), ()> {
+async fn sleep_or_address_change(delay: Duration, address: &mut AddressWatch) -> Result<(), ()> {
     tokio::select! {
         () = tokio::time::sleep(delay) => Ok(()),
         changed = address.changed() => changed.map_err(|_| ()),
@@ -225,19 +222,19 @@ struct Session<'a> {
     context: &'a WriterContext,
     peer: NodeId,
     buf: BytesMut,
-    hello: [u8; raft_api::codec::HELLO_LEN],
 }
 
 impl Session<'_> {
-    /// Sends the hello, then `first` and every batch that follows, until
-    /// the connection fails, the address changes or the peer is dropped.
-    async fn serve<S: AsyncRead + AsyncWrite + Unpin>(
+    /// Sends `first` (if any) and every batch that follows on a
+    /// connection through its handshake, until the connection fails, the
+    /// address changes or the peer is dropped.
+    async fn serve(
         &mut self,
         target: &str,
-        stream: S,
-        first: Vec<Envelope>,
+        stream: Connection,
+        first: Option<Vec<Envelope>>,
         batches: &mut mpsc::Receiver<Vec<Envelope>>,
-        address: &mut watch::Receiver<String>,
+        address: &mut AddressWatch,
     ) -> End {
         let node = self.context.config.node_id;
         let peer = self.peer;
@@ -245,8 +242,7 @@ impl Session<'_> {
         info!(%node, %peer, address = %target, "connected");
         let (mut reader, mut writer) = tokio::io::split(stream);
         self.buf.clear();
-        self.buf.extend_from_slice(&self.hello);
-        let mut next = Some(first);
+        let mut next = first;
         loop {
             // Gather the batch in hand and whatever else is queued, up to a
             // chunk, into one write.

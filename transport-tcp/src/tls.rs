@@ -11,6 +11,8 @@ use rustls::server::WebPkiClientVerifier;
 use tokio::net::TcpStream;
 use tokio_rustls::{TlsAcceptor, TlsConnector, client, server};
 
+use transport_util::{ANY_NODE_SERVER_NAME, AnyNodeVerifier};
+
 use crate::config::{PemSource, TcpConfig, TcpTls};
 
 pub use transport_util::{node_id_of_certificate, node_server_name};
@@ -50,16 +52,30 @@ impl Tls {
         self.acceptor.accept(stream).await
     }
 
-    /// The client side of the handshake with `peer`, whose certificate
-    /// must name it.
+    /// The client side of the handshake with `peer` (when known; the
+    /// server name sent), accepting a certificate of the CA that names any
+    /// node: the caller checks the node with
+    /// [`server_node_id`](Self::server_node_id).
     pub(crate) async fn connect(
         &self,
-        peer: NodeId,
+        peer: Option<NodeId>,
         stream: TcpStream,
     ) -> std::io::Result<client::TlsStream<TcpStream>> {
-        let name = ServerName::try_from(node_server_name(peer))
+        let name = match peer {
+            Some(peer) => node_server_name(peer),
+            None => ANY_NODE_SERVER_NAME.to_owned(),
+        };
+        let name = ServerName::try_from(name)
             .map_err(|e| std::io::Error::new(std::io::ErrorKind::InvalidInput, e))?;
         self.connector.connect(name, stream).await
+    }
+
+    /// The node id named by the server certificate of an opened
+    /// connection (verified against the CA by the handshake).
+    pub(crate) fn server_node_id(stream: &client::TlsStream<TcpStream>) -> Option<NodeId> {
+        let (_, connection) = stream.get_ref();
+        let leaf = connection.peer_certificates()?.first()?;
+        node_id_of_certificate(leaf.as_ref())
     }
 
     /// The node id named by the client certificate of an accepted
@@ -163,17 +179,22 @@ impl Identity {
         Ok(config)
     }
 
-    /// TLS 1.3, servers verified against the CA and the `node-<id>.raft`
-    /// name dialled, this node's certificate presented when `mutual`.
+    /// TLS 1.3, servers verified against the CA with a certificate naming
+    /// a node (which node is checked once the handshake is done: a peer
+    /// given by address is not known before), this node's certificate
+    /// presented when `mutual`.
     fn client_config(
         &self,
         provider: &Arc<CryptoProvider>,
         mutual: bool,
     ) -> Result<rustls::ClientConfig, ConfigError> {
+        let verifier = AnyNodeVerifier::new(self.roots.clone(), provider.clone())
+            .map_err(|e| tls_error(format!("server verifier: {e}")))?;
         let builder = rustls::ClientConfig::builder_with_provider(provider.clone())
             .with_protocol_versions(&[&rustls::version::TLS13])
             .map_err(|e| tls_error(e.to_string()))?
-            .with_root_certificates(self.roots.clone());
+            .dangerous()
+            .with_custom_certificate_verifier(Arc::new(verifier));
         if mutual {
             builder
                 .with_client_auth_cert(self.chain.clone(), self.key.clone_key())

@@ -52,3 +52,11 @@ async fn send_never_blocks() {
 async fn all_cases_multi_threaded() {
     suite::run_all(TcpHarness::default).await;
 }
+
+/// Peers known only by address: learned from the answering hello; this
+/// node's own address and a node of another cluster are never learned;
+/// `remove_address` stops delivery.
+#[tokio::test]
+async fn add_address() {
+    suite::add_address_suite(&mut TcpHarness::default()).await;
+}

@@ -59,3 +59,17 @@ async fn all_cases_multi_threaded() {
 async fn all_cases_without_client_certificates() {
     suite::run_all(|| TlsHarness::new(false)).await;
 }
+
+/// Peers known only by address over mutual TLS: the dialling node accepts
+/// any node's certificate of the CA, takes the id from it and checks the
+/// answering hello names the same node.
+#[tokio::test]
+async fn add_address() {
+    suite::add_address_suite(&mut TlsHarness::default()).await;
+}
+
+/// Peers known only by address over server-only TLS.
+#[tokio::test]
+async fn add_address_without_client_certificates() {
+    suite::add_address_suite(&mut TlsHarness::new(false)).await;
+}

@@ -97,6 +97,7 @@ async fn garbage_bytes_close_the_connection_and_the_node_keeps_serving() {
     still_serves(&n1, &inbox, N2, 2).await;
     let metrics = n2.metrics();
     assert_eq!(metrics.handshakes_refused, 1);
+    assert_eq!(metrics.handshake_timeouts, 0, "a bad hello is no timeout");
     assert_eq!(metrics.decode_errors, 2);
     n1.shutdown().await;
     n2.shutdown().await;
@@ -209,8 +210,13 @@ async fn a_silent_connection_is_closed_after_the_handshake_timeout() {
     .await;
     let mut raw = raw_connect(&address(&n2)).await;
     write(&mut raw, b"RAF").await;
-    assert!(closed_by_peer(&mut raw).await, "silent: closed");
-    assert_eq!(n2.metrics().handshakes_refused, 1);
+    assert!(closed_by_peer(&mut raw).await, "part of a hello: closed");
+    let mut mute = raw_connect(&address(&n2)).await;
+    assert!(closed_by_peer(&mut mute).await, "no byte at all: closed");
+    let metrics = n2.metrics();
+    assert_eq!(metrics.handshakes_refused, 2, "{metrics:?}");
+    assert_eq!(metrics.handshake_timeouts, 2, "{metrics:?}");
+    assert_eq!(metrics.connections_accepted, 0, "{metrics:?}");
     n2.shutdown().await;
 }
 
@@ -400,6 +406,22 @@ async fn lifecycle_errors() {
         Err(TransportError::Closed)
     ));
     assert!(matches!(n1.start(inbox).await, Err(TransportError::Closed)));
+    assert!(matches!(
+        n1.add_address("127.0.0.1:9".into()),
+        Err(TransportError::Closed)
+    ));
+}
+
+/// Outside a tokio runtime and before `start`, `add_address` (which spawns
+/// a task) is an error, not a panic.
+#[test]
+fn add_address_outside_a_runtime_before_start_fails() {
+    let n1 = TcpTransport::new(config(N1, any_port())).expect("valid");
+    assert!(matches!(
+        n1.add_address("127.0.0.1:9".into()),
+        Err(TransportError::Other(_))
+    ));
+    assert_eq!(n1.learned("127.0.0.1:9"), None);
 }
 
 /// A port in use is an I/O error from `start`, not a panic.

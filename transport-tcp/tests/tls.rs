@@ -1,19 +1,26 @@
 //! TLS: who is refused by a node with mutual TLS (no client certificate,
 //! a certificate of another CA, a certificate of another node than the
-//! hello), server-only TLS, server authentication by the dialling node,
-//! and PEM errors reported by `TcpTransport::new`.
+//! hello), server-only TLS, server authentication by the dialling node
+//! (also when it learns the id of a peer given by address), the handshake
+//! timeout, and PEM errors reported by `TcpTransport::new`.
 
 mod common;
 
+use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::time::Duration;
+
 use common::{
-    CLUSTER, Ca, address, any_port, closed_by_peer, config, raw_connect, start, tls, tls_config,
-    tls_connect,
+    CLUSTER, Ca, NodeCert, address, any_port, closed_by_peer, config, raw_connect, start, tls,
+    tls_config, tls_connect,
 };
-use raft_api::codec::{FrameCodec, Hello};
+use raft_api::codec::{FrameCodec, HELLO_LEN, Hello};
 use raft_api::testkit::transport::{DEADLINE, Recorder, eventually, numbered};
 use raft_api::{Envelope, NodeId, Transport};
-use tokio::io::{AsyncWrite, AsyncWriteExt};
-use transport_tcp::{PemSource, TcpConfig, TcpTransport};
+use rustls::pki_types::{CertificateDer, PrivateKeyDer, PrivatePkcs8KeyDer};
+use tokio::io::{AsyncReadExt, AsyncWrite, AsyncWriteExt};
+use tokio_rustls::TlsAcceptor;
+use transport_tcp::{PemSource, TcpConfig, TcpTransport, node_server_name};
 
 const N1: NodeId = NodeId(1);
 const N2: NodeId = NodeId(2);
@@ -203,6 +210,11 @@ async fn the_dialled_node_must_be_the_peer() {
     })
     .await;
     assert_eq!(n1.metrics().connections_opened, 0);
+    assert!(
+        n1.metrics().wrong_node_answers >= 1,
+        "a certificate of node 3 where node 2 was dialled: {:?}",
+        n1.metrics()
+    );
     assert_eq!(inbox.batch_count(), 0);
 
     let (plain, plain_inbox) = start(config(N2, any_port())).await;
@@ -258,4 +270,122 @@ fn pem_errors_are_reported_by_new() {
 
     // Without TLS nothing is read.
     TcpTransport::new(config(N1, any_port())).expect("plain");
+}
+
+/// A TLS server presenting `cert` (no client certificate asked) that
+/// answers each hello with `answer`; returns its address and the number of
+/// connections it accepted.
+async fn fake_tls_peer(cert: &NodeCert, answer: Hello) -> (String, Arc<AtomicUsize>) {
+    let key = PrivateKeyDer::Pkcs8(PrivatePkcs8KeyDer::from(cert.key_der.clone()));
+    let server = rustls::ServerConfig::builder_with_provider(Arc::new(
+        rustls::crypto::ring::default_provider(),
+    ))
+    .with_protocol_versions(&[&rustls::version::TLS13])
+    .expect("TLS 1.3")
+    .with_no_client_auth()
+    .with_single_cert(vec![CertificateDer::from(cert.cert_der.clone())], key)
+    .expect("server certificate");
+    let acceptor = TlsAcceptor::from(Arc::new(server));
+    let listener = tokio::net::TcpListener::bind(any_port())
+        .await
+        .expect("bind");
+    let address = listener.local_addr().expect("bound").to_string();
+    let accepted = Arc::new(AtomicUsize::new(0));
+    let count = Arc::clone(&accepted);
+    tokio::spawn(async move {
+        while let Ok((stream, _)) = listener.accept().await {
+            count.fetch_add(1, Ordering::SeqCst);
+            let acceptor = acceptor.clone();
+            tokio::spawn(async move {
+                let Ok(mut stream) = acceptor.accept(stream).await else {
+                    return;
+                };
+                let mut hello = [0u8; HELLO_LEN];
+                if stream.read_exact(&mut hello).await.is_ok() {
+                    write(&mut stream, &answer.encode()).await;
+                    let _ = stream.read_to_end(&mut Vec::new()).await;
+                }
+            });
+        }
+    });
+    (address, accepted)
+}
+
+/// Learning a peer's id over TLS takes it from the certificate of the CA
+/// and checks the answering hello names the same node: a server whose
+/// certificate and hello agree is learned; one whose hello names another
+/// node than its certificate, one with a certificate of another CA, and
+/// one whose certificate names no node are not.
+#[tokio::test]
+async fn a_learned_id_must_match_the_certificate() {
+    let ca = Ca::new("cluster");
+    let other = Ca::new("another cluster");
+    let (n1, _) = start(tls_config(N1, any_port(), &ca, true)).await;
+
+    let (honest, _) = fake_tls_peer(&ca.node(N2), Hello::new(CLUSTER, N2)).await;
+    n1.add_address(honest.clone()).expect("add_address");
+    eventually("the honest server to be learned", DEADLINE, || {
+        n1.learned(&honest) == Some(N2)
+    })
+    .await;
+    n1.remove_address(&honest);
+
+    let liars = [
+        (
+            ca.node(N3),
+            "a hello naming another node than the certificate",
+        ),
+        (other.node(N2), "a certificate of another CA"),
+        (
+            ca.with_names(vec!["example.com".into()]),
+            "a certificate naming no node",
+        ),
+        (
+            ca.with_names(vec![node_server_name(N2), node_server_name(N3)]),
+            "a certificate naming two nodes",
+        ),
+    ];
+    let mut servers = Vec::new();
+    for (cert, what) in &liars {
+        let (address, accepted) = fake_tls_peer(cert, Hello::new(CLUSTER, N2)).await;
+        n1.add_address(address.clone()).expect("add_address");
+        servers.push((address, accepted, what));
+    }
+    eventually(
+        "every liar to be tried twice (or learned)",
+        DEADLINE,
+        || {
+            servers.iter().all(|(address, accepted, _)| {
+                accepted.load(Ordering::SeqCst) >= 2 || n1.learned(address).is_some()
+            })
+        },
+    )
+    .await;
+    for (address, _, what) in &servers {
+        assert_eq!(n1.learned(address), None, "learned despite {what}");
+    }
+    assert_eq!(n1.peer_address(N2), None);
+    assert_eq!(n1.peer_address(N3), None);
+    assert_eq!(n1.metrics().addresses_learned, 1, "{:?}", n1.metrics());
+    n1.shutdown().await;
+}
+
+/// With TLS, a connection that never starts its TLS handshake is closed
+/// after the handshake timeout and counted.
+#[tokio::test]
+async fn a_silent_tls_connection_is_closed_after_the_handshake_timeout() {
+    let ca = Ca::new("cluster");
+    let (n2, _) = start(TcpConfig {
+        handshake_timeout: Duration::from_millis(100),
+        ..tls_config(N2, any_port(), &ca, true)
+    })
+    .await;
+    let mut silent = raw_connect(&address(&n2)).await;
+    assert!(closed_by_peer(&mut silent).await, "silent: closed");
+    eventually("the timeout to be counted", DEADLINE, || {
+        n2.metrics().handshake_timeouts == 1
+    })
+    .await;
+    assert_eq!(n2.metrics().handshakes_refused, 1);
+    n2.shutdown().await;
 }

@@ -1,7 +1,29 @@
 //! Pieces the network transports (`transport-tcp`, `transport-quic`)
-//! share: where PEM text comes from, the `node-<id>.raft` names that carry
-//! node ids in certificates, and the jittered exponential backoff of
-//! reconnects.
+//! share:
+//!
+//! - where PEM text comes from ([`PemSource`]), the `node-<id>.raft` names
+//!   that carry node ids in certificates ([`node_server_name`],
+//!   [`node_id_of_certificate`]), and a server verifier for dialling a peer
+//!   whose id is not known yet ([`AnyNodeVerifier`]);
+//! - the jittered exponential backoff of reconnects ([`Backoff`]) and the
+//!   checks of the settings every transport has;
+//! - the peer table behind `add_peer`, `remove_peer`, `send`,
+//!   `add_address` and `remove_address` ([`PeerTable`]);
+//! - the counters ([`Counters`], [`TransportMetrics`]);
+//! - with feature `testing`, a CA and node certificates made in memory
+//!   for tests (module `testing`).
+
+mod metrics;
+mod peers;
+#[cfg(any(test, feature = "testing"))]
+pub mod testing;
+mod tls;
+
+pub use crate::metrics::{Counters, TransportMetrics, add};
+pub use crate::peers::{
+    AddressTicket, AddressWatch, Drained, Learned, Peer, PeerTable, PeerWriter, Queued,
+};
+pub use crate::tls::{ANY_NODE_SERVER_NAME, AnyNodeVerifier};
 
 use std::path::PathBuf;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
@@ -147,6 +169,12 @@ impl Backoff {
             step: min,
             rng: seed,
         }
+    }
+
+    /// Backoff from `min` doubling up to `max`, jittered from `seed` (for
+    /// example a hash of the address dialled) and the clock.
+    pub fn seeded(min: Duration, max: Duration, seed: u64) -> Self {
+        Self::new(min, max, NodeId(seed), NodeId(0))
     }
 
     /// Starts again from the minimum (after a connection that worked).

@@ -39,6 +39,10 @@
 //!   [`TransportError::UnknownPeer`]; `send` never blocks, even towards a
 //!   peer that is down.
 //!
+//! Backends that learn node ids from addresses
+//! ([`Transport::add_address`]) also run [`add_address_suite`], through an
+//! [`AddressHarness`] that can make a node of another cluster.
+//!
 //! The cases poll with generous deadlines ([`DEADLINE`]) instead of
 //! sleeping for fixed times, so a slow machine makes them slower, not
 //! flaky. They run on any tokio runtime, current-thread included; for real
@@ -715,4 +719,203 @@ pub async fn run_all<H: TransportHarness>(mut make_harness: impl FnMut() -> H) {
     remove_and_add_peer(&mut make_harness()).await;
     unknown_peer(&mut make_harness()).await;
     send_never_blocks(&mut make_harness()).await;
+}
+
+/// A [`TransportHarness`] for backends that implement
+/// [`Transport::add_address`], as [`add_address_suite`] needs: it can also
+/// make a transport of another cluster.
+pub trait AddressHarness: TransportHarness {
+    /// Makes the transport of node `id` of another cluster than the one
+    /// [`make`](TransportHarness::make) builds (same everything else, with
+    /// TLS the same CA), not started yet. The suite reaches it at
+    /// [`address`](TransportHarness::address) and stops it with
+    /// [`stop`](TransportHarness::stop).
+    fn make_foreign(&mut self, id: NodeId) -> impl Future<Output = Self::Transport>;
+}
+
+/// Gives `address` to `node` with [`Transport::add_address`], which must
+/// accept it.
+fn add_address<T: Transport>(node: &Node<T>, owner: NodeId, address: &str) {
+    node.transport
+        .add_address(address.to_owned())
+        .unwrap_or_else(|e| panic!("add_address of {owner} at {address}: {e}"));
+}
+
+/// Checks that sends from `node` to `to` still fail with
+/// [`TransportError::UnknownPeer`]: `to`'s id was not learned.
+fn assert_unknown<T: Transport>(node: &Node<T>, from: NodeId, to: NodeId, seq: u64, why: &str) {
+    match node.transport.send(to, vec![numbered(from, to, seq)]) {
+        Err(TransportError::UnknownPeer(id)) => assert_eq!(id, to),
+        other => panic!("{why}: send {from} -> {to} should be UnknownPeer, got {other:?}"),
+    }
+}
+
+/// Learning node ids from addresses ([`Transport::add_address`],
+/// [`Transport::remove_address`]):
+///
+/// - a node given only by its address receives batches once its id is
+///   learned (sends fail with [`TransportError::UnknownPeer`] until then),
+///   in order;
+/// - a node's own address is ignored (sending to itself stays
+///   `UnknownPeer`);
+/// - an address whose node belongs to another cluster is never learned,
+///   and that node receives nothing;
+/// - after `remove_address` nothing more reaches the node learned from it
+///   (sends fail or are dropped), and adding the address again learns it
+///   again.
+///
+/// Nodes 1 and 2 are of the cluster, node 3 of another; no node is told
+/// any peer by id. Run it with a fresh harness.
+pub async fn add_address_suite<H: AddressHarness>(harness: &mut H) {
+    let [n1, n2, n3] = [1, 2, 3].map(NodeId);
+    let mut nodes = BTreeMap::new();
+    for id in [n1, n2] {
+        let transport = harness.make(id).await;
+        let inbox = Recorder::new();
+        transport
+            .start(inbox.clone())
+            .await
+            .unwrap_or_else(|e| panic!("starting {id}: {e}"));
+        let address = harness.address(id, &transport);
+        nodes.insert(
+            id,
+            Node {
+                transport,
+                inbox,
+                address,
+            },
+        );
+    }
+    let foreign = harness.make_foreign(n3).await;
+    let foreign_inbox = Recorder::new();
+    foreign
+        .start(foreign_inbox.clone())
+        .await
+        .unwrap_or_else(|e| panic!("starting {n3} of another cluster: {e}"));
+    let foreign_address = harness.address(n3, &foreign);
+    let node = |id: NodeId| &nodes[&id];
+
+    // Before anything is learned, node 2 is unknown to node 1.
+    assert_unknown(node(n1), n1, n2, 0, "nothing added yet");
+
+    // Its own address, the foreign node's, then node 2's.
+    let own = node(n1).address.clone();
+    add_address(node(n1), n1, &own);
+    add_address(node(n1), n3, &foreign_address);
+    let n2_address = node(n2).address.clone();
+    add_address(node(n1), n2, &n2_address);
+    // Adding an address twice is harmless.
+    add_address(node(n1), n2, &n2_address);
+
+    // Node 2 is learned: batches reach it, in order, attributed to node 1.
+    let inbox2 = node(n2).inbox.clone();
+    let deadline = Instant::now() + DEADLINE;
+    let mut seq = 1_000;
+    while inbox2.count_from(n1) == 0 {
+        assert!(
+            Instant::now() < deadline,
+            "{n1} never reached {n2}, given by address only, within {DEADLINE:?}"
+        );
+        match node(n1).transport.send(n2, vec![numbered(n1, n2, seq)]) {
+            Ok(()) => seq += 1,
+            Err(TransportError::UnknownPeer(_)) => {}
+            Err(e) => panic!("send {n1} -> {n2} while learning its address: {e}"),
+        }
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    let sent = batches(n1, n2, 0..100, &[1, 3]);
+    let mut outstanding = inbox2.count_from(n1);
+    for batch in sent {
+        let len = batch.len();
+        eventually(
+            format_args!("{n2} to receive from {n1} (window)"),
+            DEADLINE,
+            || inbox2.count_from(n1) + WINDOW >= outstanding + len.min(WINDOW),
+        )
+        .await;
+        node(n1)
+            .transport
+            .send(n2, batch)
+            .unwrap_or_else(|e| panic!("send {n1} -> {n2} once learned: {e}"));
+        outstanding += len;
+    }
+    let last = numbered(n1, n2, 99);
+    eventually(
+        format_args!("{n2} to receive the run from {n1}"),
+        DEADLINE,
+        || inbox2.last_from(n1).as_ref() == Some(&last),
+    )
+    .await;
+    let run: Vec<Envelope> = inbox2
+        .envelopes_from(n1)
+        .into_iter()
+        .filter(|e| seq_of(e) < 1_000)
+        .collect();
+    assert_eq!(
+        run,
+        (0..100).map(|s| numbered(n1, n2, s)).collect::<Vec<_>>(),
+        "{n2} received the run from {n1} out of order or in part"
+    );
+    assert_attributed(&inbox2);
+
+    // Give the other probes time to do their worst: node 1's own address
+    // and the foreign node's address are still not peers.
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    assert_unknown(node(n1), n1, n1, 1, "its own address is ignored");
+    assert_unknown(
+        node(n1),
+        n1,
+        n3,
+        1,
+        "a node of another cluster is never learned",
+    );
+    assert_eq!(
+        node(n1).inbox.count_from(n1),
+        0,
+        "{n1} received from itself"
+    );
+    assert_eq!(
+        foreign_inbox.batch_count(),
+        0,
+        "the other cluster received batches"
+    );
+
+    // Removing node 2's address stops delivery.
+    node(n1).transport.remove_address(&n2_address);
+    let before = inbox2.count_from(n1);
+    for seq in 2_000..2_010 {
+        // Refused (the peer is forgotten) or dropped: both are fine.
+        let _ = node(n1).transport.send(n2, vec![numbered(n1, n2, seq)]);
+    }
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    assert_eq!(
+        inbox2.count_from(n1),
+        before,
+        "{n2} received batches after its address was removed"
+    );
+
+    // Given again, it is learned again.
+    add_address(node(n1), n2, &n2_address);
+    let deadline = Instant::now() + DEADLINE;
+    let mut seq = 3_000;
+    while !inbox2.envelopes_from(n1).iter().any(|e| seq_of(e) >= 3_000) {
+        assert!(
+            Instant::now() < deadline,
+            "{n1} never reached {n2} again after its address was added again"
+        );
+        if node(n1)
+            .transport
+            .send(n2, vec![numbered(n1, n2, seq)])
+            .is_ok()
+        {
+            seq += 1;
+        }
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    node(n1).transport.remove_address(&own);
+    node(n1).transport.remove_address(&foreign_address);
+    harness.stop(n3, foreign).await;
+    for (id, node) in nodes {
+        harness.stop(id, node.transport).await;
+    }
 }

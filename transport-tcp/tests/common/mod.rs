@@ -1,6 +1,6 @@
 //! Helpers shared by the integration tests: harnesses for the conformance
-//! suite (plain and TLS), transports on free ports, raw sockets, and a CA
-//! and node certificates made with rcgen in memory.
+//! suites (plain and TLS), transports on free ports, raw sockets; the CA
+//! and node certificates come from `transport_util::testing`.
 
 #![allow(dead_code, unreachable_pub)]
 
@@ -9,18 +9,15 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
-use raft_api::testkit::transport::{DEADLINE, Recorder, TransportHarness};
+use raft_api::testkit::transport::{AddressHarness, DEADLINE, Recorder, TransportHarness};
 use raft_api::{NodeId, Transport};
-use rcgen::{
-    BasicConstraints, CertificateParams, DnType, ExtendedKeyUsagePurpose, IsCa, KeyPair,
-    KeyUsagePurpose,
-};
 use rustls::pki_types::{CertificateDer, PrivateKeyDer, PrivatePkcs8KeyDer, ServerName};
 use tokio::io::{AsyncRead, AsyncReadExt};
 use tokio::net::TcpStream;
 use tokio_rustls::TlsConnector;
 use tokio_rustls::client::TlsStream;
 use transport_tcp::{PemSource, TcpConfig, TcpTls, TcpTransport, node_server_name};
+pub use transport_util::testing::{Ca, NodeCert};
 
 /// The cluster of every test.
 pub const CLUSTER: u64 = 0x5EED_C1A5;
@@ -80,6 +77,16 @@ impl TransportHarness for TcpHarness {
     }
 }
 
+impl AddressHarness for TcpHarness {
+    async fn make_foreign(&mut self, id: NodeId) -> TcpTransport {
+        TcpTransport::new(TcpConfig {
+            cluster_id: CLUSTER + 1,
+            ..config(id, any_port())
+        })
+        .expect("valid config")
+    }
+}
+
 /// Opens a raw connection.
 pub async fn raw_connect(address: &str) -> TcpStream {
     TcpStream::connect(address).await.expect("connect")
@@ -98,72 +105,6 @@ pub async fn closed_by_peer<S: AsyncRead + Unpin>(stream: &mut S) -> bool {
         }
     };
     tokio::time::timeout(DEADLINE, wait).await.is_ok()
-}
-
-/// A certificate authority made in memory.
-pub struct Ca {
-    cert: rcgen::Certificate,
-    key: KeyPair,
-}
-
-/// A node's certificate and key, PEM and DER.
-#[derive(Clone)]
-pub struct NodeCert {
-    pub cert_pem: String,
-    pub key_pem: String,
-    pub cert_der: Vec<u8>,
-    pub key_der: Vec<u8>,
-}
-
-impl Ca {
-    /// A new self-signed CA named `name`.
-    pub fn new(name: &str) -> Self {
-        let key = KeyPair::generate().expect("CA key");
-        let mut params = CertificateParams::new(Vec::<String>::new()).expect("CA params");
-        params.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
-        params.distinguished_name.push(DnType::CommonName, name);
-        params.key_usages = vec![
-            KeyUsagePurpose::KeyCertSign,
-            KeyUsagePurpose::CrlSign,
-            KeyUsagePurpose::DigitalSignature,
-        ];
-        let cert = params.self_signed(&key).expect("CA certificate");
-        Self { cert, key }
-    }
-
-    /// The CA certificate, PEM.
-    pub fn pem(&self) -> String {
-        self.cert.pem()
-    }
-
-    /// The CA certificate, DER.
-    pub fn der(&self) -> CertificateDer<'static> {
-        self.cert.der().clone()
-    }
-
-    /// A certificate for node `id`: DNS name `node-<id>.raft`, for TLS
-    /// server and client authentication.
-    pub fn node(&self, id: NodeId) -> NodeCert {
-        let key = KeyPair::generate().expect("node key");
-        let mut params = CertificateParams::new(vec![node_server_name(id)]).expect("params");
-        params
-            .distinguished_name
-            .push(DnType::CommonName, "raft node");
-        params.extended_key_usages = vec![
-            ExtendedKeyUsagePurpose::ServerAuth,
-            ExtendedKeyUsagePurpose::ClientAuth,
-        ];
-        params.key_usages = vec![KeyUsagePurpose::DigitalSignature];
-        let cert = params
-            .signed_by(&key, &self.cert, &self.key)
-            .expect("node certificate");
-        NodeCert {
-            cert_pem: cert.pem(),
-            key_pem: key.serialize_pem(),
-            cert_der: cert.der().to_vec(),
-            key_der: key.serialize_der(),
-        }
-    }
 }
 
 /// TLS settings with CA `ca` and certificate `cert`.
@@ -236,6 +177,20 @@ impl TransportHarness for TlsHarness {
 
     async fn stop(&mut self, _id: NodeId, transport: TcpTransport) {
         transport.shutdown().await;
+    }
+}
+
+impl AddressHarness for TlsHarness {
+    /// A node of another cluster with a certificate of the same CA: TLS
+    /// succeeds, the hellos do not.
+    async fn make_foreign(&mut self, id: NodeId) -> TcpTransport {
+        let cert = self.ca.node(id);
+        TcpTransport::new(TcpConfig {
+            cluster_id: CLUSTER + 1,
+            tls: Some(tls(&self.ca, &cert, self.mutual)),
+            ..config(id, any_port())
+        })
+        .expect("valid config")
     }
 }
 
