@@ -62,3 +62,39 @@ pub trait Transport: Send + Sync + 'static {
         async {}
     }
 }
+
+/// A shared transport is a transport: a node can own an `Arc` of it while
+/// the caller keeps another (for example to hand it to discovery with
+/// `Node::attach_discovery`, or to read its metrics).
+impl<T: Transport> Transport for std::sync::Arc<T> {
+    fn start(
+        &self,
+        inbox: std::sync::Arc<dyn Inbox>,
+    ) -> impl Future<Output = Result<(), TransportError>> + Send {
+        T::start(self, inbox)
+    }
+
+    fn send(&self, to: NodeId, batch: Vec<Envelope>) -> Result<(), TransportError> {
+        T::send(self, to, batch)
+    }
+
+    fn add_peer(&self, id: NodeId, address: String) {
+        T::add_peer(self, id, address)
+    }
+
+    fn remove_peer(&self, id: NodeId) {
+        T::remove_peer(self, id)
+    }
+
+    fn add_address(&self, address: String) -> Result<(), TransportError> {
+        T::add_address(self, address)
+    }
+
+    fn remove_address(&self, address: &str) {
+        T::remove_address(self, address)
+    }
+
+    fn shutdown(&self) -> impl Future<Output = ()> + Send {
+        T::shutdown(self)
+    }
+}

@@ -207,3 +207,88 @@ async fn cluster_over_quic_and_lmdb() {
 async fn cluster_over_tls_tcp_and_lmdb() {
     cluster_over_with("tcp", "lmdb", true).await;
 }
+
+/// Discovery that knows addresses but no node ids, as DNS A/AAAA records
+/// give them.
+struct AddressesOnly(Vec<String>);
+
+impl raft_api::Discovery for AddressesOnly {
+    async fn peers(&self) -> Result<Vec<raft_api::Peer>, raft_api::DiscoveryError> {
+        Ok(self
+            .0
+            .iter()
+            .map(|address| raft_api::Peer {
+                id: None,
+                address: address.clone(),
+            })
+            .collect())
+    }
+
+    fn watch(&self, _on_change: Box<dyn Fn(raft_api::PeerChange) + Send + Sync>) {}
+}
+
+/// Three TCP nodes told only the addresses of the cluster (their own
+/// included, as a DNS name listing every node gives them): each learns the
+/// others' ids from the handshake, and the cluster elects and commits.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn cluster_over_tcp_with_peers_known_by_address_only() {
+    let addrs: Vec<SocketAddr> = (0..3).map(|_| free_port(TransportKind::Tcp)).collect();
+    let listing = AddressesOnly(addrs.iter().map(|a| a.to_string()).collect());
+    let mut nodes = Vec::new();
+    for id in 1..=3u64 {
+        let settings = TransportSettings::new(
+            TransportKind::Tcp,
+            NodeId(id),
+            CLUSTER,
+            addrs[id as usize - 1],
+        );
+        let transport = std::sync::Arc::new(build_transport(settings).expect("transport"));
+        let store = open_log_store(StorageKind::Mem, None, CLUSTER).expect("log store");
+        let mut config = NodeConfig::new(NodeId(id));
+        config.raft = Config {
+            election_timeout_min_ms: 150,
+            election_timeout_max_ms: 300,
+            heartbeat_interval_ms: 30,
+            lease_clock_drift_ms: 50,
+            ..Config::default()
+        };
+        let voters = vec![NodeId(1), NodeId(2), NodeId(3)];
+        let node = Node::start(
+            config,
+            transport.clone(),
+            store,
+            |_| KvStateMachine::new(),
+            &[(G, voters)],
+        )
+        .await
+        .expect("node starts");
+        node.attach_discovery(&listing, transport)
+            .await
+            .expect("discovery attached");
+        nodes.push(node);
+    }
+    let leader = nodes[0]
+        .wait_for_leader(G, Duration::from_secs(10))
+        .await
+        .expect("a leader is elected over peers learned by address");
+    let put = KvCommand::Put {
+        key: Bytes::from("k"),
+        value: Bytes::from("learned"),
+    };
+    nodes[leader.0 as usize - 1]
+        .propose(G, put.encode())
+        .await
+        .expect("a write commits");
+    for n in &nodes {
+        let v = n
+            .read_with(G, Consistency::Linearizable, |kv: &KvStateMachine| {
+                kv.get(b"k")
+            })
+            .await
+            .unwrap();
+        assert_eq!(v, Some(Bytes::from("learned")));
+    }
+    for n in &nodes {
+        n.shutdown().await;
+    }
+}
