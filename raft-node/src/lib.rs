@@ -15,3 +15,9 @@ pub mod session;
 
 pub use engine::{Action, Engine, EngineInit, MembershipChange, ReadMode, Role};
 pub use error::{AdminError, ChangeError, ProposeError, ReadError, StepError, TransferError};
+
+/// The README's Rust examples, compiled and run as doctests so they stay
+/// true.
+#[cfg(all(doctest, feature = "mem"))]
+#[doc = include_str!("../../README.md")]
+pub struct ReadmeDoctests;

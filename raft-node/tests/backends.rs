@@ -138,6 +138,8 @@ async fn cluster_over_with(transport: &str, storage: &str, tls: bool) {
         .await
         .unwrap_or_else(|e| panic!("{transport}+{storage}: write through a follower: {e}"));
     for n in &nodes {
+        // A follower reads through the leader, so it must know it first.
+        n.wait_for_leader(G, Duration::from_secs(10)).await.unwrap();
         let v = n
             .read_with(G, Consistency::Linearizable, |kv: &KvStateMachine| {
                 kv.get(b"k")
@@ -280,6 +282,7 @@ async fn cluster_over_tcp_with_peers_known_by_address_only() {
         .await
         .expect("a write commits");
     for n in &nodes {
+        n.wait_for_leader(G, Duration::from_secs(10)).await.unwrap();
         let v = n
             .read_with(G, Consistency::Linearizable, |kv: &KvStateMachine| {
                 kv.get(b"k")

@@ -108,7 +108,13 @@ where
             events,
             groups: BTreeMap::new(),
             forwarded: HashMap::new(),
-            next_id: 1,
+            // Ids of forwarded proposals and follower reads travel to the
+            // leader and come back in its answer. They start from this
+            // start's wall clock (2^20 ids per millisecond), not from 1,
+            // so an answer meant for an earlier run of this node (still in
+            // flight across a restart) cannot match a new request and hand
+            // it another command's outcome or an older read index.
+            next_id: (wall_offset_ms << 20) | 1,
             started: Instant::now(),
             wall_offset_ms,
             metrics: NodeMetrics::default(),
@@ -262,10 +268,20 @@ where
                     );
                 }
             }
+            // A read that waited too long is answered, not just dropped:
+            // dropped unanswered, its caller would be told the node stopped.
             let read_timeout = self.config.read_timeout;
-            group
+            let expired: Vec<u64> = group
                 .reads
-                .retain(|_, (_, _, at)| instant.duration_since(*at) <= read_timeout);
+                .iter()
+                .filter(|(_, (_, _, at))| instant.duration_since(*at) > read_timeout)
+                .map(|(id, _)| *id)
+                .collect();
+            for id in expired {
+                if let Some((_, fail, _)) = group.reads.remove(&id) {
+                    let _ = fail.send(ReadError::Timeout);
+                }
+            }
         }
         self.forwarded.retain(|_, f| {
             if instant >= f.deadline {

@@ -494,11 +494,19 @@ impl<S: StateMachine> Node<S> {
             .await
             .map_err(|_| ReadError::Shutdown)?;
         let wait = async {
-            // The failure channel closes without a value once the read is
-            // on its way to the state machine: only a value counts.
-            tokio::select! {
-                r = result_rx => r.map_err(|_| ReadError::Shutdown),
-                Ok(e) = fail_rx => Err(e),
+            // The loop answers a read it cannot serve by sending the reason
+            // on `fail_tx` and dropping `run`, which closes `result_rx` at
+            // the same moment. So the result decides, and only once it is
+            // known that the closure will never run does the failure channel
+            // say why: it resolves as soon as the loop has let go of
+            // `fail_tx`, with the reason, or without one when the read was
+            // dropped unanswered (the node stopped). Waiting on both at once
+            // (an unbiased select) would let the closed result win about
+            // half the time and turn a refused read into `Shutdown` on a
+            // running node.
+            match result_rx.await {
+                Ok(value) => Ok(value),
+                Err(_) => Err(fail_rx.await.unwrap_or(ReadError::Shutdown)),
             }
         };
         tokio::time::timeout(self.config.read_timeout, wait)
