@@ -133,6 +133,11 @@ async fn cluster_over_with(transport: &str, storage: &str, tls: bool) {
         key: Bytes::from("k"),
         value: Bytes::from(format!("{transport}+{storage}")),
     };
+    // A follower forwards to the leader, so it must know it first.
+    nodes[follower as usize - 1]
+        .wait_for_leader(G, Duration::from_secs(10))
+        .await
+        .unwrap();
     nodes[follower as usize - 1]
         .propose(G, put.encode())
         .await

@@ -3,9 +3,10 @@
 //!
 //! ```text
 //!  node 1                                                       node 2
-//!  send(2, batch) ─► queue ─► writer ══ QUIC connection (mTLS) ══► acceptor ─► inbox
+//!  send(2, batch) ─► queue ─► link ══ QUIC connection (mTLS) ══► reader ─► inbox
 //!                               ├─ control stream: hello, frames ─┤
 //!                               └─ one new stream per snapshot batch
+//!  inbox ◄─ reader ◄══ the same connection, node 2's own streams ══ link ◄─ queue ◄─ send(1, batch)
 //! ```
 //!
 //! - **Identity**: every node has a certificate signed by the cluster CA
@@ -19,30 +20,51 @@
 //!   connection whose certificate names no node (or several), whose hello
 //!   is missing, of another cluster or version, or names another node id
 //!   than the certificate. All of these count in
-//!   [`QuicMetrics::handshakes_rejected`].
-//! - **Wire format**: the frames and hello of [`raft_api::codec`]. The
-//!   dialer opens a unidirectional *control* stream and sends the
-//!   [`Hello`](raft_api::codec::Hello) first, then frames, one batch each,
-//!   in order. A batch that carries a
+//!   [`QuicMetrics::handshakes_rejected`]. The dialer checks the
+//!   acceptor's answering hello the same way.
+//! - **Wire format**: the frames and hello of [`raft_api::codec`]. Each
+//!   side opens a unidirectional *control* stream and sends its
+//!   [`Hello`](raft_api::codec::Hello) first (the dialer at once, the
+//!   acceptor as its answer), then frames, one batch each, in order. A
+//!   batch that carries a
 //!   [`Message::Snapshot`](raft_api::Message::Snapshot) chunk goes instead on
 //!   a new unidirectional stream of its own (one after the other), so a big
 //!   snapshot chunk never holds up heartbeats and appends: batches on the
 //!   control stream keep their order, snapshot batches keep theirs, but a
 //!   snapshot batch may overtake or fall behind control batches sent around
 //!   it (Raft tolerates that).
-//! - **Connections**: each node dials one connection per peer it sends to,
-//!   lazily on the first send, and carries its batches one way over it; a
-//!   peer that sends too dials its own connection back. Keep-alive pings
-//!   ([`QuicConfig::keep_alive`]) keep it open, and
+//! - **Connections**: one connection per pair of nodes, used both ways:
+//!   whichever node connects first (lazily, on its first send), each side
+//!   opens its own control stream on it and reads the other's. A dialled
+//!   connection carries batches only once the peer answers the hello with
+//!   its own, which it does once it uses the connection. When both nodes
+//!   dial at once, one connection is kept and the other closed
+//!   ([`close_code::DUPLICATE`]) before it carried any batch; the queue
+//!   holds the batches meanwhile. The node with the lower id decides: its
+//!   dial wins once its hello is sent, and gives way to the other node's
+//!   connection before that (see the `link` module for the whole rule). A peer that restarted
+//!   and dials again replaces the old connection; a restarted node also
+//!   resets (QUIC stateless reset) the connections its previous run left
+//!   open, so the peer notices at once. Keep-alive pings
+//!   ([`QuicConfig::keep_alive`]) keep a connection open, and
 //!   [`QuicConfig::idle_timeout`] closes it when the peer goes silent. A
 //!   failed connection is re-established with jittered exponential backoff
 //!   ([`QuicConfig::backoff_min`] doubling to [`QuicConfig::backoff_max`]).
+//!   [`QuicTransport::connections`] counts the open connections with a peer.
 //! - **Sending**: [`send`](Transport::send) never blocks and never awaits:
 //!   it puts the batch on the peer's bounded queue, or drops it when the
 //!   queue is full (counted in [`QuicMetrics::dropped_queue_full`]).
 //! - **Peers**: [`add_peer`](Transport::add_peer) sets or updates an address
 //!   (`"host:port"`, resolved at each connection; a change reconnects);
-//!   [`remove_peer`](Transport::remove_peer) closes the connection to it.
+//!   [`remove_peer`](Transport::remove_peer) closes the connection with it.
+//!   [`add_address`](Transport::add_address) learns a peer known only by its
+//!   address: the transport dials it, accepting a certificate of the CA for
+//!   any one node name, takes the node id from that certificate (the
+//!   peer's hello must name the same node), and from then on treats it as
+//!   `add_peer(id, address)`; it retries with backoff until a node answers
+//!   or [`remove_address`](Transport::remove_address) is called. This
+//!   node's own address is recognised by its certificate and ignored
+//!   ([`QuicTransport::address_status`]).
 //! - **Observability**: [`QuicTransport::metrics`] counts batches, drops,
 //!   connections and rejected handshakes; errors are logged with `tracing`.
 //!
@@ -76,13 +98,17 @@
 //! # Ok::<(), Box<dyn std::error::Error>>(())
 //! ```
 
+mod address;
+pub mod close_code;
 mod config;
+mod context;
+mod dial;
+mod hello;
 mod inbound;
+mod link;
 mod metrics;
-mod outbound;
 mod tls;
 
-use std::collections::HashMap;
 use std::fmt;
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -91,17 +117,17 @@ use std::time::Duration;
 
 use raft_api::codec::FrameCodec;
 use raft_api::{ConfigError, Envelope, Inbox, NodeId, Transport, TransportError};
-use tokio::sync::{mpsc, watch};
 use tokio::task::{JoinHandle, JoinSet};
 use tracing::{debug, info};
 
+pub use crate::address::AddressStatus;
 pub use crate::config::{PemSource, QuicConfig};
 pub use crate::metrics::QuicMetrics;
 pub use crate::tls::{node_id_from_name, node_id_of_certificate, node_server_name};
 
-use crate::inbound::Receiver;
-use crate::metrics::{Counters, add};
-use crate::outbound::{CLOSE_NORMAL, Writer, WriterContext};
+use crate::address::{Addresses, check_address};
+use crate::context::{Context, Peers};
+use crate::metrics::Counters;
 use crate::tls::Identity;
 
 /// Why a [`QuicTransport`] could not be made.
@@ -137,28 +163,20 @@ pub struct QuicTransport {
     metrics: Arc<Counters>,
     server_config: quinn::ServerConfig,
     client_config: quinn::ClientConfig,
-    peers: Mutex<HashMap<NodeId, Peer>>,
+    any_node_client: quinn::ClientConfig,
+    endpoint_config: quinn::EndpointConfig,
+    peers: Arc<Peers>,
+    addresses: Addresses,
     running: Mutex<Option<Running>>,
     started: AtomicBool,
     closed: AtomicBool,
-    connections: Arc<Mutex<JoinSet<()>>>,
 }
 
 /// What exists once started.
 struct Running {
-    endpoint: quinn::Endpoint,
+    context: Arc<Context>,
     local_addr: SocketAddr,
-    runtime: tokio::runtime::Handle,
-    writers: Arc<WriterContext>,
     acceptor: JoinHandle<()>,
-}
-
-/// What the transport knows of a peer.
-struct Peer {
-    /// The address; the writer reads it at each connection attempt.
-    address: watch::Sender<String>,
-    /// Started by the first send.
-    writer: Option<Writer>,
 }
 
 impl QuicTransport {
@@ -178,24 +196,31 @@ impl QuicTransport {
         let mut server_config = quinn::ServerConfig::with_crypto(Arc::new(server_crypto));
         server_config.transport_config(Arc::clone(&transport));
 
-        let client_tls = identity.client_config(&provider)?;
-        let client_crypto = quinn::crypto::rustls::QuicClientConfig::try_from(client_tls)
-            .map_err(|e| QuicError::Tls(format!("client: {e}")))?;
-        let mut client_config = quinn::ClientConfig::new(Arc::new(client_crypto));
-        client_config.transport_config(transport);
+        let client = |tls: rustls::ClientConfig| {
+            let crypto = quinn::crypto::rustls::QuicClientConfig::try_from(tls)
+                .map_err(|e| QuicError::Tls(format!("client: {e}")))?;
+            let mut client_config = quinn::ClientConfig::new(Arc::new(crypto));
+            client_config.transport_config(Arc::clone(&transport));
+            Ok::<_, QuicError>(client_config)
+        };
+        let client_config = client(identity.client_config(&provider)?)?;
+        let any_node_client = client(identity.any_node_client_config(&provider)?)?;
 
         let codec = FrameCodec::new(config.cluster_id, config.max_frame_bytes);
+        let endpoint_config = identity.endpoint_config(config.node_id);
         Ok(Self {
             config: Arc::new(config),
             codec,
             metrics: Arc::default(),
             server_config,
             client_config,
-            peers: Mutex::default(),
+            any_node_client,
+            endpoint_config,
+            peers: Arc::default(),
+            addresses: Addresses::default(),
             running: Mutex::default(),
             started: AtomicBool::new(false),
             closed: AtomicBool::new(false),
-            connections: Arc::default(),
         })
     }
 
@@ -210,18 +235,32 @@ impl QuicTransport {
         lock(&self.running).as_ref().map(|r| r.local_addr)
     }
 
-    /// The counters so far.
+    /// The counters so far, and the connections open now.
     pub fn metrics(&self) -> QuicMetrics {
-        self.metrics.snapshot()
+        let mut metrics = self.metrics.snapshot();
+        metrics.connections_open = self.peers.all_connections() as u64;
+        metrics
     }
 
     /// Batches waiting in the queue of `peer` (0 for a peer never sent to
     /// or unknown). At most [`QuicConfig::queue_capacity`].
     pub fn queued(&self, peer: NodeId) -> usize {
-        lock(&self.peers)
-            .get(&peer)
-            .and_then(|p| p.writer.as_ref())
-            .map_or(0, Writer::queued)
+        self.peers.queued(peer)
+    }
+
+    /// Open connections with `peer`, in either direction, whose handshake
+    /// (certificate and hello) is done. Once the pair has settled it is 1
+    /// while they talk; it is briefly 2 when both nodes dialled at once,
+    /// until the duplicate is closed.
+    pub fn connections(&self, peer: NodeId) -> usize {
+        self.peers.connections(peer)
+    }
+
+    /// What is known of `address`, given to
+    /// [`add_address`](Transport::add_address): `None` if it was not given
+    /// (or was removed).
+    pub fn address_status(&self, address: &str) -> Option<AddressStatus> {
+        self.addresses.status(address)
     }
 
     /// Stops the transport: closes every connection, the endpoint and
@@ -231,31 +270,29 @@ impl QuicTransport {
     pub async fn shutdown(&self) {
         self.closed.store(true, Ordering::SeqCst);
         let running = lock(&self.running).take();
-        let writers: Vec<Writer> = lock(&self.peers)
-            .drain()
-            .filter_map(|(_, peer)| peer.writer)
-            .collect();
-        for mut writer in writers {
-            writer.task.abort();
-            let _ = (&mut writer.task).await;
+        self.addresses.clear();
+        for mut link in self.peers.take_links() {
+            link.task.abort();
+            let _ = (&mut link.task).await;
         }
-        let Some(running) = running else {
-            return;
-        };
-        let Running {
-            endpoint,
+        self.peers.clear();
+        let Some(Running {
+            context,
             local_addr: address,
             acceptor,
-            writers,
-            runtime,
-        } = running;
+        }) = running
+        else {
+            return;
+        };
         acceptor.abort();
         let _ = acceptor.await;
-        let mut connections = std::mem::take(&mut *lock(&self.connections));
-        connections.shutdown().await;
-        endpoint.close(CLOSE_NORMAL.into(), b"shutting down");
+        let mut tasks = std::mem::take(&mut *lock(&context.tasks));
+        tasks.shutdown().await;
+        let endpoint = context.endpoint.clone();
+        drop(context);
+        endpoint.close(close_code::NORMAL.into(), b"shutting down");
         let _ = tokio::time::timeout(Duration::from_secs(2), endpoint.wait_idle()).await;
-        drop((endpoint, writers, runtime));
+        drop(endpoint);
         // The endpoint's driver task releases the socket once it runs
         // again; wait for that so a restart can bind the same port.
         for _ in 0..200 {
@@ -267,12 +304,9 @@ impl QuicTransport {
         debug!(node = %self.config.node_id, "transport shut down");
     }
 
-    /// The writer context and runtime, once started.
-    fn writers(&self) -> Result<(Arc<WriterContext>, tokio::runtime::Handle), TransportError> {
-        lock(&self.running)
-            .as_ref()
-            .map(|r| (Arc::clone(&r.writers), r.runtime.clone()))
-            .ok_or_else(|| TransportError::Other("QuicTransport::send before start".into()))
+    /// The shared context, once started.
+    fn context(&self) -> Option<Arc<Context>> {
+        lock(&self.running).as_ref().map(|r| Arc::clone(&r.context))
     }
 }
 
@@ -292,9 +326,10 @@ fn transport_config(config: &QuicConfig) -> Result<quinn::TransportConfig, QuicE
     transport
         .keep_alive_interval(Some(config.keep_alive))
         .max_idle_timeout(Some(idle))
-        // Only unidirectional streams are used: the control stream and one
-        // per snapshot batch, sent one after the other. The limit bounds
-        // what a peer can make this node buffer (a frame per stream).
+        // Only unidirectional streams are used: each side's control stream
+        // and one per snapshot batch, sent one after the other. The limit
+        // bounds what a peer can make this node buffer (a frame per
+        // stream).
         .max_concurrent_bidi_streams(0u32.into())
         .max_concurrent_uni_streams(MAX_UNI_STREAMS.into());
     Ok(transport)
@@ -308,8 +343,10 @@ impl Transport for QuicTransport {
     }
 
     /// Binds [`QuicConfig::listen`] (UDP) and serves incoming connections,
-    /// delivering their batches to `inbox`. Fails if the address cannot be
-    /// bound, or if the transport was already started or shut down.
+    /// delivering their batches to `inbox`, and starts learning the
+    /// addresses given to [`add_address`](Transport::add_address) so far.
+    /// Fails if the address cannot be bound, or if the transport was
+    /// already started or shut down.
     async fn start(&self, inbox: Arc<dyn Inbox>) -> Result<(), TransportError> {
         if self.closed.load(Ordering::SeqCst) {
             return Err(TransportError::Closed);
@@ -317,36 +354,31 @@ impl Transport for QuicTransport {
         if self.started.swap(true, Ordering::SeqCst) {
             return Err(TransportError::Other("transport already started".into()));
         }
-        let mut endpoint =
-            match quinn::Endpoint::server(self.server_config.clone(), self.config.listen) {
-                Ok(endpoint) => endpoint,
-                Err(error) => {
-                    self.started.store(false, Ordering::SeqCst);
-                    return Err(error.into());
-                }
-            };
-        endpoint.set_default_client_config(self.client_config.clone());
+        let endpoint = match self.bind() {
+            Ok(endpoint) => endpoint,
+            Err(error) => {
+                self.started.store(false, Ordering::SeqCst);
+                return Err(error.into());
+            }
+        };
         let local_addr = endpoint.local_addr()?;
         let runtime = tokio::runtime::Handle::current();
-        let receiver = Arc::new(Receiver {
+        let context = Arc::new(Context {
             config: Arc::clone(&self.config),
             codec: self.codec,
             metrics: Arc::clone(&self.metrics),
-            inbox,
-            connections: Arc::clone(&self.connections),
-        });
-        let acceptor = runtime.spawn(receiver.accept_loop(endpoint.clone()));
-        let writers = Arc::new(WriterContext {
-            config: Arc::clone(&self.config),
-            codec: self.codec,
-            metrics: Arc::clone(&self.metrics),
-            endpoint: endpoint.clone(),
-        });
-        *lock(&self.running) = Some(Running {
             endpoint,
+            any_node_client: self.any_node_client.clone(),
+            inbox,
+            peers: Arc::clone(&self.peers),
+            runtime: runtime.clone(),
+            tasks: Mutex::new(JoinSet::new()),
+        });
+        let acceptor = runtime.spawn(inbound::accept_loop(Arc::clone(&context)));
+        self.addresses.start_all(&context);
+        *lock(&self.running) = Some(Running {
+            context,
             local_addr,
-            runtime,
-            writers,
             acceptor,
         });
         info!(node = %self.config.node_id, address = %local_addr, "listening (QUIC)");
@@ -358,8 +390,10 @@ impl Transport for QuicTransport {
     /// [`QuicMetrics::dropped_queue_full`]) and still returns `Ok`.
     ///
     /// Errors: [`TransportError::UnknownPeer`] when no address is known for
-    /// `to`, [`TransportError::Closed`] after [`shutdown`](Self::shutdown),
-    /// and [`TransportError::Other`] before [`start`](Transport::start).
+    /// `to` (a peer that connected to this node without being added is
+    /// not sent to), [`TransportError::Closed`] after
+    /// [`shutdown`](Self::shutdown), and [`TransportError::Other`] before
+    /// [`start`](Transport::start).
     fn send(&self, to: NodeId, batch: Vec<Envelope>) -> Result<(), TransportError> {
         if self.closed.load(Ordering::Relaxed) {
             return Err(TransportError::Closed);
@@ -367,87 +401,85 @@ impl Transport for QuicTransport {
         if batch.is_empty() {
             return Ok(());
         }
-        let mut peers = lock(&self.peers);
-        let peer = peers.get_mut(&to).ok_or(TransportError::UnknownPeer(to))?;
-        let mut batch = batch;
-        // Twice at most: a second time if the writer had died (it only ends
-        // when its peer is dropped, but stay robust).
-        for _ in 0..2 {
-            let writer = match &mut peer.writer {
-                Some(writer) if !writer.queue.is_closed() => writer,
-                slot => {
-                    let (context, runtime) = self.writers()?;
-                    slot.insert(Writer::spawn(
-                        &context,
-                        to,
-                        peer.address.subscribe(),
-                        &runtime,
-                    ))
-                }
-            };
-            match writer.queue.try_send(batch) {
-                Ok(()) => return Ok(()),
-                Err(mpsc::error::TrySendError::Full(_)) => {
-                    add(&self.metrics.dropped_queue_full, 1);
-                    return Ok(());
-                }
-                Err(mpsc::error::TrySendError::Closed(back)) => {
-                    peer.writer = None;
-                    batch = back;
-                }
-            }
-        }
-        add(&self.metrics.dropped_unsendable, 1);
-        Ok(())
+        let context = self.context();
+        self.peers.send(context.as_ref(), &self.metrics, to, batch)
     }
 
     /// Sets the address of `id` (`"host:port"`; the TLS server name is
-    /// `node-<id>.raft`). A changed address closes the current connection
-    /// to `id`; the next one goes to the new address.
+    /// `node-<id>.raft`). A changed address closes the connection this
+    /// node dialled to `id`; the next one goes to the new address (a
+    /// connection `id` opened stays in use).
     fn add_peer(&self, id: NodeId, address: String) {
-        let mut peers = lock(&self.peers);
-        match peers.get(&id) {
-            Some(peer) => {
-                peer.address.send_if_modified(|current| {
-                    let changed = *current != address;
-                    if changed {
-                        *current = address;
-                    }
-                    changed
-                });
-            }
-            None => {
-                let (address, _) = watch::channel(address);
-                peers.insert(
-                    id,
-                    Peer {
-                        address,
-                        writer: None,
-                    },
-                );
-            }
-        }
+        self.peers.add_peer(id, address);
     }
 
-    /// Forgets `id`: closes the connection to it and drops its queued
+    /// Forgets `id`: closes every connection with it and drops its queued
     /// batches. Sends to it fail with [`TransportError::UnknownPeer`] until
-    /// it is added again. A connection it opened to this node is not
-    /// closed.
+    /// it is added again. If it connects again, what it sends is still
+    /// delivered.
     fn remove_peer(&self, id: NodeId) {
-        let removed = lock(&self.peers).remove(&id);
-        drop(removed);
+        self.peers.remove_peer(id);
+    }
+
+    /// Learns the peer at `address` (`"host:port"`) in the background: see
+    /// the [crate documentation](crate) and
+    /// [`address_status`](QuicTransport::address_status). Adding an address
+    /// again changes nothing. Before [`start`](Transport::start) the
+    /// address is kept and tried once started.
+    ///
+    /// Errors: [`TransportError::Other`] for an address that is not
+    /// `host:port`, [`TransportError::Closed`] after
+    /// [`shutdown`](Self::shutdown).
+    fn add_address(&self, address: String) -> Result<(), TransportError> {
+        if self.closed.load(Ordering::SeqCst) {
+            return Err(TransportError::Closed);
+        }
+        check_address(&address)?;
+        let context = self.context();
+        self.addresses.add(address, context.as_ref());
+        Ok(())
+    }
+
+    /// Stops trying `address`; if a node was learned there and `address`
+    /// is still its address, forgets that peer (as
+    /// [`remove_peer`](Transport::remove_peer)). A peer whose address was
+    /// set to another one since is kept.
+    fn remove_address(&self, address: &str) {
+        if let Some(id) = self.addresses.remove(address)
+            && self.peers.address(id).as_deref() == Some(address)
+        {
+            self.peers.remove_peer(id);
+        }
+    }
+}
+
+impl QuicTransport {
+    /// The endpoint on [`QuicConfig::listen`], with the stateless reset and
+    /// connection id keys derived from this node's private key.
+    fn bind(&self) -> std::io::Result<quinn::Endpoint> {
+        let socket = std::net::UdpSocket::bind(self.config.listen)?;
+        let mut endpoint = quinn::Endpoint::new(
+            self.endpoint_config.clone(),
+            Some(self.server_config.clone()),
+            socket,
+            Arc::new(quinn::TokioRuntime),
+        )?;
+        endpoint.set_default_client_config(self.client_config.clone());
+        Ok(endpoint)
     }
 }
 
 impl Drop for QuicTransport {
     fn drop(&mut self) {
-        lock(&self.peers).clear();
-        lock(&self.connections).abort_all();
+        self.addresses.clear();
+        self.peers.clear();
         if let Some(running) = lock(&self.running).take() {
             running.acceptor.abort();
+            lock(&running.context.tasks).abort_all();
             running
+                .context
                 .endpoint
-                .close(CLOSE_NORMAL.into(), b"shutting down");
+                .close(close_code::NORMAL.into(), b"shutting down");
         }
     }
 }

@@ -4,7 +4,8 @@ use std::sync::atomic::{AtomicU64, Ordering};
 
 /// A snapshot of a transport's counters, from
 /// [`QuicTransport::metrics`](crate::QuicTransport::metrics). Every counter
-/// only grows.
+/// only grows, except [`connections_open`](Self::connections_open), which
+/// is the number open at the time of the snapshot.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 #[non_exhaustive]
 pub struct QuicMetrics {
@@ -39,6 +40,25 @@ pub struct QuicMetrics {
     /// corrupt, another cluster, or envelopes not from the node the
     /// certificate names).
     pub decode_errors: u64,
+    /// Connections open now with peers, in either direction, counted once
+    /// their handshake (certificate and hello) is done. Once two nodes have
+    /// settled, each holds one connection with the other.
+    pub connections_open: u64,
+    /// Connections this node closed (or dials it gave up) because the pair
+    /// already had one: both nodes dialled at once (see
+    /// [`close_code::DUPLICATE`](crate::close_code::DUPLICATE)).
+    pub duplicates_closed: u64,
+    /// Connections this node closed because the peer opened a newer one
+    /// (typically after it restarted), or because the old one stopped
+    /// answering while a newer one was waiting.
+    pub connections_replaced: u64,
+    /// Connections ended by a stateless reset: the peer restarted and told
+    /// this node that it no longer knows the connection.
+    pub connections_reset: u64,
+    /// Addresses given to
+    /// [`add_address`](raft_api::Transport::add_address) whose node id was
+    /// learned from the certificate of the node answering there.
+    pub addresses_learned: u64,
 }
 
 impl QuicMetrics {
@@ -61,6 +81,10 @@ pub(crate) struct Counters {
     pub(crate) connections_accepted: AtomicU64,
     pub(crate) handshakes_rejected: AtomicU64,
     pub(crate) decode_errors: AtomicU64,
+    pub(crate) duplicates_closed: AtomicU64,
+    pub(crate) connections_replaced: AtomicU64,
+    pub(crate) connections_reset: AtomicU64,
+    pub(crate) addresses_learned: AtomicU64,
 }
 
 /// Adds `n` to a counter.
@@ -69,6 +93,7 @@ pub(crate) fn add(counter: &AtomicU64, n: u64) {
 }
 
 impl Counters {
+    /// The counters now; `connections_open` is the caller's to fill in.
     pub(crate) fn snapshot(&self) -> QuicMetrics {
         let get = |c: &AtomicU64| c.load(Ordering::Relaxed);
         QuicMetrics {
@@ -82,6 +107,11 @@ impl Counters {
             connections_accepted: get(&self.connections_accepted),
             handshakes_rejected: get(&self.handshakes_rejected),
             decode_errors: get(&self.decode_errors),
+            connections_open: 0,
+            duplicates_closed: get(&self.duplicates_closed),
+            connections_replaced: get(&self.connections_replaced),
+            connections_reset: get(&self.connections_reset),
+            addresses_learned: get(&self.addresses_learned),
         }
     }
 }

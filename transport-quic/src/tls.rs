@@ -4,13 +4,22 @@
 //! it accepts) and as a client (for connections it opens), signed by the
 //! cluster CA. Its node id is a DNS subject alternative name
 //! `node-<id>.raft` ([`node_server_name`]).
+//!
+//! A node dials a known peer as `node-<peer>.raft`. It dials an address
+//! whose node is not known yet ([`Transport::add_address`]) with
+//! [`AnyNodeVerifier`], which accepts a certificate of the CA valid for any
+//! one node name, and takes the id from that certificate.
+//!
+//! [`Transport::add_address`]: raft_api::Transport::add_address
 
 use std::sync::Arc;
 
+use raft_api::NodeId;
 use rustls::RootCertStore;
 use rustls::crypto::CryptoProvider;
 use rustls::pki_types::{CertificateDer, PrivateKeyDer};
 use rustls::server::WebPkiClientVerifier;
+use transport_util::AnyNodeVerifier;
 
 use crate::QuicError;
 use crate::config::{PemSource, QuicConfig};
@@ -115,6 +124,72 @@ impl Identity {
     }
 }
 
+impl Identity {
+    /// The rustls client configuration for dialling an address whose node
+    /// is not known: like [`client_config`](Self::client_config), but the
+    /// server's certificate may name any node (exactly one); it must still
+    /// chain to the CA and be valid for that name.
+    pub(crate) fn any_node_client_config(
+        &self,
+        provider: &Arc<CryptoProvider>,
+    ) -> Result<rustls::ClientConfig, QuicError> {
+        let verifier = AnyNodeVerifier::new(self.roots.clone(), provider.clone())
+            .map_err(|e| QuicError::Tls(format!("server verifier: {e}")))?;
+        let mut config = rustls::ClientConfig::builder_with_provider(provider.clone())
+            .with_protocol_versions(&[&rustls::version::TLS13])
+            .map_err(|e| QuicError::Tls(e.to_string()))?
+            .dangerous()
+            .with_custom_certificate_verifier(Arc::new(verifier))
+            .with_client_auth_cert(self.chain.clone(), self.key.clone_key())
+            .map_err(|e| QuicError::Tls(format!("certificate or key: {e}")))?;
+        config.alpn_protocols = vec![ALPN.to_vec()];
+        Ok(config)
+    }
+
+    /// The QUIC endpoint settings of `node` that must stay the same across
+    /// its restarts: the key of its stateless reset tokens, and the key its
+    /// connection ids are checked with, both derived from its private key
+    /// (so unknown to anyone without it). A restarted node then recognises
+    /// packets for connections its previous run left open and resets
+    /// them: their peers reconnect at once instead of waiting for the idle
+    /// timeout.
+    pub(crate) fn endpoint_config(&self, node: NodeId) -> quinn::EndpointConfig {
+        let reset_key = self.derive(node, b"raft-quic stateless reset key");
+        let reset_key: Arc<dyn quinn::crypto::HmacKey> =
+            Arc::new(ring::hmac::Key::new(ring::hmac::HMAC_SHA256, &reset_key));
+        let cid_key = self.derive(node, b"raft-quic connection id key");
+        let mut cid_key_bytes = [0u8; 8];
+        cid_key_bytes.copy_from_slice(&cid_key[..8]);
+        let cid_key = u64::from_le_bytes(cid_key_bytes);
+        let mut config = quinn::EndpointConfig::new(reset_key);
+        config.cid_generator(move || {
+            Box::new(quinn_proto::HashedConnectionIdGenerator::from_key(cid_key))
+        });
+        config
+    }
+
+    /// 32 bytes derived from this node's private key for `purpose`.
+    fn derive(&self, node: NodeId, purpose: &[u8]) -> [u8; 32] {
+        let mut digest = ring::digest::Context::new(&ring::digest::SHA256);
+        digest.update(purpose);
+        digest.update(&[0]);
+        digest.update(&node.0.to_be_bytes());
+        digest.update(self.key.secret_der());
+        let mut out = [0u8; 32];
+        out.copy_from_slice(digest.finish().as_ref());
+        out
+    }
+}
+
+/// The node id named by the certificate the other end of `connection`
+/// presented (verified against the CA during the handshake).
+pub(crate) fn peer_node(connection: &quinn::Connection) -> Option<NodeId> {
+    let identity = connection.peer_identity()?;
+    let chain = identity.downcast::<Vec<CertificateDer<'static>>>().ok()?;
+    let leaf = chain.first()?;
+    node_id_of_certificate(leaf.as_ref())
+}
+
 fn read(what: &'static str, source: &PemSource) -> Result<Vec<u8>, QuicError> {
     source.read().map_err(|e| QuicError::Pem {
         what,
@@ -145,7 +220,6 @@ fn read_certs(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use raft_api::NodeId;
 
     #[test]
     fn names_round_trip() {

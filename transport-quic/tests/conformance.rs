@@ -47,9 +47,15 @@ async fn send_never_blocks() {
     suite::send_never_blocks(&mut QuicHarness::default()).await;
 }
 
+#[tokio::test]
+async fn add_address() {
+    suite::add_address_suite(&mut QuicHarness::default()).await;
+}
+
 /// The suite on a multi-threaded runtime, where readers, writers and the
 /// test run in parallel.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn all_cases_multi_threaded() {
     suite::run_all(QuicHarness::default).await;
+    suite::add_address_suite(&mut QuicHarness::default()).await;
 }
