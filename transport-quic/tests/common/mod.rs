@@ -13,87 +13,13 @@ use std::time::Duration;
 use raft_api::codec::{FrameCodec, Hello};
 use raft_api::testkit::transport::{AddressHarness, Recorder, TransportHarness};
 use raft_api::{Envelope, NodeId, Transport};
-use rcgen::{
-    BasicConstraints, CertificateParams, DnType, ExtendedKeyUsagePurpose, IsCa, KeyPair,
-    KeyUsagePurpose,
-};
 use rustls::pki_types::{CertificateDer, PrivateKeyDer, PrivatePkcs8KeyDer};
 use transport_quic::{PemSource, QuicConfig, QuicTransport, node_server_name};
 
 /// The cluster of every test.
 pub const CLUSTER: u64 = 0x5EED_C1A5;
 
-/// A certificate authority made in memory.
-pub struct Ca {
-    cert: rcgen::Certificate,
-    key: KeyPair,
-}
-
-/// A node's certificate and key, PEM.
-#[derive(Clone)]
-pub struct NodeCert {
-    pub cert_pem: String,
-    pub key_pem: String,
-    pub cert_der: Vec<u8>,
-    pub key_der: Vec<u8>,
-}
-
-impl Ca {
-    /// A new self-signed CA named `name`.
-    pub fn new(name: &str) -> Self {
-        let key = KeyPair::generate().expect("CA key");
-        let mut params = CertificateParams::new(Vec::<String>::new()).expect("CA params");
-        params.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
-        params.distinguished_name.push(DnType::CommonName, name);
-        params.key_usages = vec![
-            KeyUsagePurpose::KeyCertSign,
-            KeyUsagePurpose::CrlSign,
-            KeyUsagePurpose::DigitalSignature,
-        ];
-        let cert = params.self_signed(&key).expect("CA certificate");
-        Self { cert, key }
-    }
-
-    /// The CA certificate, PEM.
-    pub fn pem(&self) -> String {
-        self.cert.pem()
-    }
-
-    /// The CA certificate, DER.
-    pub fn der(&self) -> CertificateDer<'static> {
-        self.cert.der().clone()
-    }
-
-    /// A certificate for node `id`: DNS name `node-<id>.raft`, for TLS
-    /// server and client authentication.
-    pub fn node(&self, id: NodeId) -> NodeCert {
-        self.with_names(vec![node_server_name(id)])
-    }
-
-    /// A node-style certificate with the given DNS names (for example none
-    /// naming a node).
-    pub fn with_names(&self, names: Vec<String>) -> NodeCert {
-        let key = KeyPair::generate().expect("node key");
-        let mut params = CertificateParams::new(names).expect("node params");
-        params
-            .distinguished_name
-            .push(DnType::CommonName, "raft node");
-        params.extended_key_usages = vec![
-            ExtendedKeyUsagePurpose::ServerAuth,
-            ExtendedKeyUsagePurpose::ClientAuth,
-        ];
-        params.key_usages = vec![KeyUsagePurpose::DigitalSignature];
-        let cert = params
-            .signed_by(&key, &self.cert, &self.key)
-            .expect("node certificate");
-        NodeCert {
-            cert_pem: cert.pem(),
-            key_pem: key.serialize_pem(),
-            cert_der: cert.der().to_vec(),
-            key_der: key.serialize_der(),
-        }
-    }
-}
+pub use transport_util::testing::{Ca, NodeCert};
 
 /// Any free port on loopback.
 pub fn any_port() -> SocketAddr {
