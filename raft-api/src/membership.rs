@@ -95,10 +95,21 @@ impl Membership {
     /// index: the smaller of the two halves' values when joint.
     pub fn quorum_index(&self, index_of: impl Fn(NodeId) -> LogIndex) -> LogIndex {
         let half = |set: &BTreeSet<NodeId>| {
-            let mut idx: Vec<LogIndex> = set.iter().map(|&n| index_of(n)).collect();
-            if idx.is_empty() {
+            if set.is_empty() {
                 return LogIndex(0);
             }
+            // Groups are small: sort on the stack, not in an allocation.
+            let mut small = [LogIndex(0); 16];
+            let mut large = Vec::new();
+            let idx: &mut [LogIndex] = if set.len() <= small.len() {
+                for (slot, &n) in small.iter_mut().zip(set) {
+                    *slot = index_of(n);
+                }
+                &mut small[..set.len()]
+            } else {
+                large.extend(set.iter().map(|&n| index_of(n)));
+                &mut large
+            };
             idx.sort_unstable_by(|a, b| b.cmp(a));
             idx[set.len() / 2]
         };
@@ -215,6 +226,15 @@ mod tests {
         let simple = Membership::new([1, 2, 3, 4].map(NodeId));
         // Four voters: the third highest is on a majority of three.
         assert_eq!(simple.quorum_index(idx), LogIndex(7));
+    }
+
+    #[test]
+    fn quorum_index_of_a_large_group() {
+        // More voters than fit the stack buffer: the same rule applies.
+        let m = Membership::new((1..=21).map(NodeId));
+        let idx = |n: NodeId| LogIndex(n.0 * 10);
+        // Eleven of 21 hold 110 or more.
+        assert_eq!(m.quorum_index(idx), LogIndex(110));
     }
 
     #[test]

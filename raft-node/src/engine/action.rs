@@ -21,7 +21,10 @@ use crate::error::ReadError;
 /// [`Engine::on_persisted`](super::Engine::on_persisted).
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum Action {
-    /// Stage the group's new term, vote and commit index.
+    /// Stage the group's new term, vote and commit index. Emitted when the
+    /// term or vote changed, and along with other writes when only the
+    /// commit index moved: the commit index on disk may lag behind (it is
+    /// a hint for restarts, never a promise).
     SaveHardState(HardState),
     /// Stage removal of every log entry at `from` and after; followed by an
     /// [`AppendLog`](Action::AppendLog) of the replacing entries, or by the

@@ -7,6 +7,11 @@ use super::{Engine, Role, mutant};
 
 impl Engine {
     pub(super) fn become_follower(&mut self, term: Term, leader: Option<NodeId>) {
+        if self.role == Role::Leader && term == self.term {
+            // Stepping down in its own term (check-quorum, removal): what
+            // it committed still reaches the followers.
+            self.send_due_appends();
+        }
         if term > self.term {
             self.term = term;
             self.vote = None;

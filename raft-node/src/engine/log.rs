@@ -95,7 +95,10 @@ impl RaftLog {
         max_entries: usize,
         max_bytes: usize,
     ) -> Vec<Entry> {
-        let mut out = Vec::new();
+        let held =
+            to.0.min(self.last_index().0)
+                .saturating_sub(from.0.saturating_sub(1));
+        let mut out = Vec::with_capacity(usize::try_from(held).unwrap_or(0).min(max_entries));
         let mut bytes = 0;
         let mut index = from;
         while index <= to && out.len() < max_entries {

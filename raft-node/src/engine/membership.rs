@@ -149,15 +149,18 @@ impl Engine {
         if self.membership_index() > self.commit || self.transfer.is_some() {
             return;
         }
-        let current = self.membership().clone();
+        let current = self.membership();
         if current.is_joint() {
-            let mut next = current;
+            let mut next = current.clone();
             next.outgoing.clear();
             self.append_membership(next);
         } else if !current.is_voter(self.id) {
             // Removed (thesis §4.2.2): hand over to the most caught-up voter
             // at once rather than leave the group waiting for a timeout.
             let target = self.best_transfer_target();
+            // The followers learn the commit index before the target
+            // campaigns.
+            self.send_due_appends();
             if let Some(target) = target {
                 self.send(target, raft_api::Message::TimeoutNow);
             }

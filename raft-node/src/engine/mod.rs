@@ -198,6 +198,13 @@ pub struct Engine {
     configs: Vec<(LogIndex, Membership)>,
     /// Leader only: the replication targets must be recomputed.
     members_dirty: bool,
+    /// Leader only: new entries wait to be sent. Proposals only append
+    /// locally; [`Engine::take_actions`] sends each follower one append
+    /// for everything proposed since the last drain.
+    replicate_due: bool,
+    /// Leader only: the commit index moved since the last drain; followers
+    /// with nothing new to receive get an empty append carrying it.
+    commit_due: bool,
     role: Role,
     term: Term,
     vote: Option<NodeId>,
@@ -296,6 +303,8 @@ impl Engine {
             config: init.config,
             configs,
             members_dirty: false,
+            replicate_due: false,
+            commit_due: false,
             role: Role::Follower,
             term: init.hard_state.term,
             vote: init.hard_state.vote,
@@ -422,7 +431,9 @@ impl Engine {
         }
         self.wake(true);
         let id = self.append_local(Payload::Command(command));
-        self.broadcast_append(false);
+        // Sent when the actions are drained: one append per follower for
+        // every proposal of the driver's turn.
+        self.replicate_due = true;
         self.finish();
         Ok(id)
     }
@@ -468,7 +479,17 @@ impl Engine {
     }
 
     /// Drains the actions produced by the inputs so far, in order.
+    ///
+    /// Draining ends a batch of inputs: a leader sends each follower one
+    /// append holding every entry proposed since the last drain (and the
+    /// commit index), a follower answers each leader once for all the
+    /// appends it took, and a commit index that moved is staged only along
+    /// with other writes (it need not be durable; see
+    /// [`Action::SaveHardState`]).
     pub fn take_actions(&mut self) -> Vec<Action> {
+        self.send_due_appends();
+        self.stage_commit_with_writes();
+        self.coalesce_acks();
         self.drained = self.saved;
         std::mem::take(&mut self.out)
     }
@@ -781,7 +802,10 @@ impl Engine {
                 .is_some_and(|t| self.now < t + self.config.election_timeout_min_ms)
     }
 
-    /// Stages the hard state if it changed since it was last staged.
+    /// Stages the hard state if its term or vote changed since it was last
+    /// staged. A commit index that moved alone is not worth a flush: it is
+    /// staged along with the next write (see
+    /// [`stage_commit_with_writes`](Self::stage_commit_with_writes)).
     fn persist_hard_state(&mut self) {
         let mut state = HardState {
             term: self.term,
@@ -792,10 +816,75 @@ impl Engine {
             state.term = self.saved.term;
             state.vote = self.saved.vote;
         }
-        if state != self.saved {
+        if (state.term, state.vote) != (self.saved.term, self.saved.vote) {
             self.saved = state;
             self.out.push(Action::SaveHardState(state));
         }
+    }
+
+    /// Stages the commit index with the writes of this batch, if it has any
+    /// and the index moved. Nothing depends on the commit index being
+    /// durable: after a restart the node learns it again from the leader
+    /// (or, alone, by committing an entry of its new term), and re-applies
+    /// from what it finds.
+    fn stage_commit_with_writes(&mut self) {
+        if self.commit != self.saved.commit && self.out.iter().any(Action::is_persist) {
+            self.saved.commit = self.commit;
+            self.out.push(Action::SaveHardState(self.saved));
+        }
+    }
+
+    /// Leader: sends the appends the inputs since the last drain made due.
+    pub(super) fn send_due_appends(&mut self) {
+        let (entries, commit) = (self.replicate_due, self.commit_due);
+        self.replicate_due = false;
+        self.commit_due = false;
+        if self.role == Role::Leader && (entries || commit) {
+            self.broadcast_append(commit);
+        }
+    }
+
+    /// Follower: of several acknowledgements to the same leader in one
+    /// batch, only the last is needed when it covers the earlier ones.
+    fn coalesce_acks(&mut self) {
+        let is_ack = |a: &Action| {
+            matches!(
+                a,
+                Action::SendAfterPersist(Envelope {
+                    msg: Message::AppendResp(raft_api::AppendResponse::Success { .. }),
+                    ..
+                })
+            )
+        };
+        if self.out.iter().filter(|a| is_ack(a)).count() < 2 {
+            return;
+        }
+        // The latest acknowledgement seen (walking backwards) per leader,
+        // term and stream: earlier ones it covers are dropped.
+        let mut latest: Vec<(NodeId, Term, u64, LogIndex)> = Vec::new();
+        let mut keep = vec![true; self.out.len()];
+        for (i, action) in self.out.iter().enumerate().rev() {
+            let Action::SendAfterPersist(Envelope {
+                to,
+                term,
+                msg: Message::AppendResp(raft_api::AppendResponse::Success { matched, stream }),
+                ..
+            }) = action
+            else {
+                continue;
+            };
+            let key = (*to, *term, *stream);
+            match latest.iter().find(|l| (l.0, l.1, l.2) == key) {
+                Some(l) if l.3 >= *matched => keep[i] = false,
+                Some(_) => {}
+                None => latest.push((key.0, key.1, key.2, *matched)),
+            }
+        }
+        let mut i = 0;
+        self.out.retain(|_| {
+            i += 1;
+            keep[i - 1]
+        });
     }
 
     /// Emits newly committed entries for application.
@@ -827,6 +916,9 @@ impl Engine {
     fn leader_housekeeping(&mut self) {
         if self.members_dirty {
             self.members_dirty = false;
+            // Members about to be dropped from replication still learn
+            // what was committed so far (their removal, for one).
+            self.send_due_appends();
             self.sync_progress();
         }
         self.advance_membership();

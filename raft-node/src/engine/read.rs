@@ -241,6 +241,10 @@ impl Engine {
     }
 
     fn confirm_rounds(&mut self) {
+        if self.reads.confirmed >= self.reads.round {
+            // Every round sent is confirmed already.
+            return;
+        }
         let (id, round) = (self.id, self.reads.round);
         let confirmed = self
             .membership()

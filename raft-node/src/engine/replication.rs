@@ -363,8 +363,9 @@ impl Engine {
                 self.members_dirty = true;
             }
             self.commit = candidate;
-            // Followers learn the new commit index at once.
-            self.broadcast_append(true);
+            // Followers learn the new commit index when the actions are
+            // drained, once for the whole batch of inputs.
+            self.commit_due = true;
         }
     }
 }

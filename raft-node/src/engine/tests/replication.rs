@@ -145,9 +145,9 @@ fn s5_3_follower_commit_is_capped_at_append_end() {
         e.take_actions(),
         vec![
             Action::AppendLog(vec![ent(1, 1), ent(1, 2)]),
-            save(1, None, 2),
             send_after_persist(2, 1, 1, success(2)),
             Action::Apply(vec![ent(1, 1), ent(1, 2)]),
+            save(1, None, 2),
         ]
     );
 }
@@ -354,9 +354,8 @@ fn heartbeat_carries_commit_capped_at_match() {
     assert_eq!(
         e.take_actions(),
         vec![
-            send(1, 2, 1, append(lid(1, 1), vec![], 1)),
-            save(1, Some(1), 1),
             Action::Apply(vec![blank]),
+            send(1, 2, 1, append(lid(1, 1), vec![], 1)),
         ]
     );
 
@@ -386,7 +385,6 @@ fn heartbeat_commit_is_adopted_and_applied() {
         e.take_actions(),
         vec![
             send(2, 1, 1, heartbeat_resp()),
-            save(1, None, 2),
             Action::Apply(vec![ent(1, 1), ent(1, 2)]),
         ]
     );
@@ -395,7 +393,6 @@ fn heartbeat_commit_is_adopted_and_applied() {
         e.take_actions(),
         vec![
             send(2, 1, 1, heartbeat_resp()),
-            save(1, None, 3),
             Action::Apply(vec![ent(1, 3)]),
         ]
     );
@@ -425,4 +422,109 @@ fn hlc_new_leader_stamps_after_every_entry_it_holds() {
     assert_eq!(f.role(), Role::Leader);
     let blank = f.entry(LogIndex(2)).expect("the new leader's blank entry");
     assert!(blank.timestamp > ahead, "{} > {ahead}", blank.timestamp);
+}
+
+/// A leader sends each follower one append for all the proposals made
+/// between two drains, not one per proposal.
+#[test]
+fn proposals_between_drains_leave_in_one_append_per_follower() {
+    let mut e = engine(1, &[1, 2, 3], plain);
+    elect(&mut e);
+    commit_all(&mut e);
+    let ids: Vec<LogId> = (0..10)
+        .map(|i| e.propose(Bytes::from(format!("c{i}"))).unwrap())
+        .collect();
+    assert_eq!(ids.first().map(|i| i.index), Some(LogIndex(2)));
+    let entries: Vec<Entry> = (2..=11).map(|i| entry_at(&e, i)).collect();
+    let actions = e.take_actions();
+    let appends: Vec<_> = messages(&actions)
+        .into_iter()
+        .filter(|m| matches!(m.msg, Message::Append(_)))
+        .collect();
+    assert_eq!(
+        appends,
+        vec![
+            env(1, 2, 1, append(lid(1, 1), entries.clone(), 1)),
+            env(1, 3, 1, append(lid(1, 1), entries.clone(), 1)),
+        ]
+    );
+    // Each proposal was still staged for the log at once, in order.
+    let staged: Vec<Entry> = actions
+        .iter()
+        .filter_map(|a| match a {
+            Action::AppendLog(es) => Some(es.clone()),
+            _ => None,
+        })
+        .flatten()
+        .collect();
+    assert_eq!(staged, entries);
+    // Nothing more is due until something new happens.
+    assert_eq!(e.take_actions(), vec![]);
+}
+
+/// A follower that takes several appends from its leader in one batch
+/// answers once, with the highest match: the earlier answers say less.
+#[test]
+fn follower_answers_a_batch_of_appends_once() {
+    let mut e = engine(2, &[1, 2, 3], plain);
+    step(&mut e, env(1, 2, 1, append(lid(0, 0), vec![ent(1, 1)], 0)));
+    step(&mut e, env(1, 2, 1, append(lid(1, 1), vec![ent(1, 2)], 0)));
+    step(&mut e, env(1, 2, 1, append(lid(1, 2), vec![ent(1, 3)], 1)));
+    let actions = e.take_actions();
+    assert_eq!(
+        messages(&actions),
+        vec![env(2, 1, 1, success(3))],
+        "{actions:?}"
+    );
+    assert!(matches!(
+        actions.last(),
+        Some(Action::SendAfterPersist(_)) | Some(Action::Apply(_)) | Some(Action::SaveHardState(_))
+    ));
+}
+
+/// Answers on different replication streams, or a later answer that says
+/// less (an append below the commit index answered late), are all kept:
+/// only answers a later one covers are dropped.
+#[test]
+fn follower_keeps_answers_a_later_one_does_not_cover() {
+    let mut e = engine(2, &[1, 2, 3], plain);
+    step(
+        &mut e,
+        env(1, 2, 1, append(lid(0, 0), vec![ent(1, 1), ent(1, 2)], 2)),
+    );
+    step(
+        &mut e,
+        env(1, 2, 1, on_stream(1, append(lid(1, 2), vec![], 2))),
+    );
+    // An old duplicate, below the commit index: answered with less.
+    step(&mut e, env(1, 2, 1, append(lid(0, 0), vec![ent(1, 1)], 0)));
+    let answers: Vec<_> = messages(&e.take_actions())
+        .into_iter()
+        .map(|m| m.msg)
+        .collect();
+    assert_eq!(
+        answers,
+        vec![success(2), on_stream(1, success(2)), success(1),]
+    );
+}
+
+/// A commit index that moved alone is not written (it would cost a flush
+/// for nothing): it is staged with the next write.
+#[test]
+fn commit_index_alone_is_not_written_but_rides_with_the_next_write() {
+    let mut e = engine(2, &[1, 2, 3], stored(&[1, 1], 1, None, 0));
+    step(&mut e, env(1, 2, 1, heartbeat(2)));
+    let actions = e.take_actions();
+    assert!(!actions.iter().any(Action::is_persist), "{actions:?}");
+    assert_eq!(e.commit_index(), LogIndex(2));
+
+    step(&mut e, env(1, 2, 1, append(lid(1, 2), vec![ent(1, 3)], 2)));
+    assert_eq!(
+        e.take_actions(),
+        vec![
+            Action::AppendLog(vec![ent(1, 3)]),
+            send_after_persist(2, 1, 1, success(3)),
+            save(1, None, 2),
+        ]
+    );
 }

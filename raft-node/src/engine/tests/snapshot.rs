@@ -90,7 +90,6 @@ fn s7_threshold_asks_for_a_snapshot_once_applied_passes_it() {
         e.take_actions(),
         vec![
             send(2, 1, 1, heartbeat_resp()),
-            save(1, None, 2),
             Action::Apply(log_of(&[1, 1])),
         ]
     );
@@ -99,7 +98,6 @@ fn s7_threshold_asks_for_a_snapshot_once_applied_passes_it() {
         e.take_actions(),
         vec![
             send(2, 1, 1, heartbeat_resp()),
-            save(1, None, 3),
             Action::Apply(vec![ent(1, 3)]),
             Action::BuildSnapshot,
         ]
@@ -109,7 +107,6 @@ fn s7_threshold_asks_for_a_snapshot_once_applied_passes_it() {
         e.take_actions(),
         vec![
             send(2, 1, 1, heartbeat_resp()),
-            save(1, None, 5),
             Action::Apply(vec![ent(1, 4), ent(1, 5)]),
         ],
         "one build at a time"
@@ -120,6 +117,8 @@ fn s7_threshold_asks_for_a_snapshot_once_applied_passes_it() {
         vec![
             Action::SaveSnapshot(snap(lid(1, 3), &[1, 2, 3], b"s")),
             Action::CompactLog { upto: lid(1, 1) },
+            // The commit index rides along with these writes.
+            save(1, None, 5),
         ]
     );
     step(&mut e, env(1, 2, 1, heartbeat(6)));
@@ -127,7 +126,6 @@ fn s7_threshold_asks_for_a_snapshot_once_applied_passes_it() {
         e.take_actions(),
         vec![
             send(2, 1, 1, heartbeat_resp()),
-            save(1, None, 6),
             Action::Apply(vec![ent(1, 6)]),
             Action::BuildSnapshot,
         ]
@@ -327,8 +325,8 @@ fn case_15_lost_chunk_is_resent_after_heartbeat_answers() {
             Action::SaveSnapshot(s.clone()),
             Action::CompactLog { upto: lid(1, 5) },
             Action::RestoreSnapshot(s.clone()),
-            save(2, None, 5),
             send_after_persist(3, 1, 2, snapshot_resp(lid(1, 5), 10, true)),
+            save(2, None, 5),
         ]
     );
     deliver(&installed, &mut l);
@@ -392,8 +390,8 @@ fn case_15_follower_holding_snapshot_last_entry_keeps_its_suffix() {
             Action::SaveSnapshot(s.clone()),
             Action::CompactLog { upto: lid(1, 5) },
             Action::RestoreSnapshot(s.clone()),
-            save(1, None, 5),
             send_after_persist(3, 1, 1, snapshot_resp(lid(1, 5), 4, true)),
+            save(1, None, 5),
         ]
     );
     assert_eq!(f.compacted(), lid(1, 5));
