@@ -53,8 +53,8 @@ pub(crate) fn open(
 
 /// Grows the map of `env` to `new_size` (a multiple of [`MAP_ALIGN`]).
 ///
-/// The caller must hold the store mutably and have dropped its write
-/// transaction: see the SAFETY comment.
+/// No other transaction of the process may be active in `env`: see the
+/// SAFETY comment.
 pub(crate) fn resize(
     env: &Env<WithoutTls>,
     data_path: &Path,
@@ -63,12 +63,17 @@ pub(crate) fn resize(
     debug_assert!(new_size.is_multiple_of(MAP_ALIGN));
     #[allow(unsafe_code)]
     // SAFETY: LMDB allows changing the map size of an open environment
-    // while this process has no transaction active in it. The only caller,
-    // `LmdbLogStore::flush`, holds the store by `&mut` (so no `&self` read
-    // with its short-lived read transaction is running) and has dropped (so
-    // aborted) its write transaction before calling; no other `Env` on this
-    // path exists in the process (heed refuses it) and the store never lends
-    // its `Env` or a transaction out.
+    // while this process has no transaction active in it. The only caller
+    // is a flush's commit (`store/flush.rs`), after it dropped (so aborted)
+    // its write transaction. The commit runs while its flush holds the store
+    // by `&mut` (so no `&self` read with its short-lived read transaction is
+    // running), or, once that flush's future is dropped, while every method
+    // that opens a transaction or reads the environment's info, the next
+    // flush and the store's `Drop` wait for it to end
+    // (`LmdbLogStore::wait_for_commit`, `settle`), so one commit at most
+    // runs at a time. No other `Env` on this path exists in the process
+    // (heed refuses it) and the store never lends its `Env` or a
+    // transaction out.
     unsafe { env.resize(new_size) }.map_err(|e| lmdb_error(data_path, e))
 }
 

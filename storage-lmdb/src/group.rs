@@ -41,6 +41,10 @@ pub(crate) struct GroupView {
     pub(crate) staged_snapshot: Option<Snapshot>,
     /// Whether anything was staged since the last successful flush.
     pub(crate) dirty: bool,
+    /// Staging calls so far: a flush whose commit ran while the view was
+    /// staged to again (its future was dropped) sees this change and keeps
+    /// the view's writes staged.
+    pub(crate) writes: u64,
 }
 
 impl GroupView {
@@ -64,12 +68,18 @@ impl GroupView {
         self.tail.get(usize::try_from(offset).ok()?)
     }
 
+    /// Records that something was staged.
+    pub(crate) fn staged(&mut self) {
+        self.dirty = true;
+        self.writes = self.writes.wrapping_add(1);
+    }
+
     /// Stages entries already checked to follow `last`.
     pub(crate) fn append(&mut self, entries: &[Entry]) {
         if let Some(last) = entries.last() {
             self.tail.extend(entries.iter().cloned());
             self.last = last.id;
-            self.dirty = true;
+            self.staged();
         }
     }
 
@@ -87,7 +97,7 @@ impl GroupView {
             self.tail.clear();
         }
         self.last = new_last;
-        self.dirty = true;
+        self.staged();
     }
 
     /// Stages a compaction up to `upto`. The caller checked
@@ -106,7 +116,7 @@ impl GroupView {
             }
         }
         self.compacted = upto;
-        self.dirty = true;
+        self.staged();
     }
 
     /// Records that everything staged is now durable; `snapshot` is the

@@ -4,7 +4,9 @@
 //!
 //! - [`LmdbLogStore`]: the store. Writes are staged in memory (reads see
 //!   them) and one [`flush`](raft_api::LogStore::flush) commits them all in
-//!   one LMDB transaction. Every stored value carries a CRC32: a bit flip is
+//!   one LMDB transaction, on Tokio's blocking pool when polled inside a
+//!   Tokio runtime, so the fsyncs never hold up the runtime's threads.
+//!   Every stored value carries a CRC32: a bit flip is
 //!   reported as [`StorageError::Corrupt`](raft_api::StorageError::Corrupt),
 //!   never returned as data. Snapshot images are files next to the
 //!   environment, written atomically.
@@ -28,12 +30,13 @@
 //! use raft_api::{Entry, GroupId, HardState, Hlc, LogId, LogIndex, LogStore, Payload, Term};
 //! use storage_lmdb::{LmdbLogStore, LmdbOptions};
 //!
-//! // A driver awaits `flush` on its runtime; without one, poll it once: it
-//! // commits when first polled and is then ready.
+//! // A driver awaits `flush` on its Tokio runtime, which commits on its
+//! // blocking pool. Outside a runtime the flush commits on the polling
+//! // thread when first polled, and is then ready: polling it once is enough.
 //! fn now<F: Future>(future: F) -> F::Output {
 //!     match pin!(future).poll(&mut Context::from_waker(Waker::noop())) {
 //!         Poll::Ready(output) => output,
-//!         Poll::Pending => unreachable!("the LMDB flush completes when first polled"),
+//!         Poll::Pending => unreachable!("outside a runtime the flush completes when first polled"),
 //!     }
 //! }
 //!

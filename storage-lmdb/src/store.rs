@@ -71,18 +71,39 @@ pub(crate) struct Dbs {
 /// [`flush`](LogStore::flush) writes everything staged, for every group, in
 /// one LMDB write transaction: one commit, so one fsync of the data file for
 /// all groups (plus one per snapshot image staged). A crash loses what was
-/// staged after the last successful flush and nothing else. A failed flush
-/// changes nothing on disk and leaves the writes staged.
+/// staged after the last successful flush and nothing else.
 ///
 /// The memory map starts at [`LmdbOptions::initial_map_size`] and doubles
 /// when a flush finds it full, up to [`LmdbOptions::max_map_size`]; past
 /// that, or when the disk is full, the flush fails with
 /// [`StorageError::Io`].
 ///
-/// The flush is blocking: its future does the whole commit when first
-/// polled, on the calling thread, and is then ready. A driver awaits it on
-/// its own loop between turns, which is what group commit wants anyway; a
-/// later version could move the commit to `spawn_blocking`.
+/// # Where the flush runs
+///
+/// Polled inside a Tokio runtime, a flush does its disk work (snapshot
+/// images, the write transaction and its fsyncs, growing the map) on the
+/// runtime's blocking pool (`spawn_blocking`), and the thread that polls it
+/// is free for other tasks until the commit is done. Polled anywhere else
+/// (a plain thread, another executor) it does that work on the polling
+/// thread when first polled, and is then ready. Either way:
+///
+/// - Reads see staged writes during and after a flush: the flush holds the
+///   store by `&mut`, and staged writes stay in memory until the commit's
+///   outcome is known.
+/// - A failed flush changes nothing on disk and leaves the writes staged. A
+///   panic during the commit is such a failure, reported as
+///   [`StorageError::Other`], not a panic of the caller.
+/// - A flush future dropped before it is ready (cancelled) leaves the store
+///   consistent. The commit it started may still run to its end in the
+///   background, but the store goes on as if the writes were not flushed:
+///   they stay staged, and its answers are the same whether that commit
+///   lands or not. The next flush first waits for that commit and takes its
+///   outcome into account, then commits whatever is still staged, so no
+///   write is lost and an older commit never lands after a newer one. Until
+///   then, every method that reads LMDB ([`entries`](LogStore::entries) of
+///   flushed entries, [`truncate`](LogStore::truncate) below the staged
+///   entries, [`verify`](Self::verify), [`map_size`](Self::map_size)) and
+///   dropping the store first wait for that one commit to end.
 ///
 /// # Opening
 ///
@@ -110,6 +131,12 @@ pub struct LmdbLogStore {
     dbs: Dbs,
     groups: BTreeMap<GroupId, GroupView>,
     max_map_size: usize,
+    /// The commit of a flush whose outcome is not applied yet: while the
+    /// flush awaits it, or after the flush's future was dropped.
+    in_flight: Option<flush::InFlight>,
+    /// Run by every commit before it touches the disk.
+    #[cfg(test)]
+    commit_hook: Option<flush::CommitHook>,
     /// Last, so that it is dropped last: the directory stays locked until
     /// the environment is closed.
     _lock: DirLock,
@@ -121,7 +148,17 @@ impl fmt::Debug for LmdbLogStore {
             .field("dir", &self.dir)
             .field("groups", &self.groups.len())
             .field("unflushed", &self.has_unflushed())
+            .field("commit_in_flight", &self.in_flight.is_some())
             .finish_non_exhaustive()
+    }
+}
+
+impl Drop for LmdbLogStore {
+    /// Waits for a commit left running by a dropped flush, so the
+    /// environment is closed, and no write is under way, when the
+    /// directory's lock is released.
+    fn drop(&mut self) {
+        self.wait_for_commit();
     }
 }
 
@@ -167,6 +204,9 @@ impl LmdbLogStore {
             dbs,
             groups: BTreeMap::new(),
             max_map_size,
+            in_flight: None,
+            #[cfg(test)]
+            commit_hook: None,
             _lock: lock,
         };
         store.groups = store.load()?;
@@ -183,13 +223,15 @@ impl LmdbLogStore {
     }
 
     /// Whether any write is staged but not yet flushed (and so would be lost
-    /// by a crash).
+    /// by a crash). After a dropped flush, its writes count as staged until
+    /// the next flush.
     pub fn has_unflushed(&self) -> bool {
         self.groups.values().any(|g| g.dirty)
     }
 
     /// Current size of the memory map in bytes (it grows on demand).
     pub fn map_size(&self) -> usize {
+        self.wait_for_commit();
         self.env.info().map_size
     }
 
@@ -239,7 +281,17 @@ impl LmdbLogStore {
     // -- Reading -----------------------------------------------------------
 
     pub(crate) fn read_txn(&self) -> Result<RoTxn<'_, WithoutTls>, StorageError> {
+        self.wait_for_commit();
         self.env.read_txn().map_err(|e| self.lmdb(e))
+    }
+
+    /// Blocks until a commit left running by a dropped flush has ended: it
+    /// may grow the map, which no other transaction may overlap. Only a
+    /// dropped flush leaves one (a running flush holds the store by `&mut`).
+    fn wait_for_commit(&self) {
+        if let Some(in_flight) = &self.in_flight {
+            in_flight.wait();
+        }
     }
 
     /// Appends the stored entries of `range` to `out` while their total size
@@ -410,7 +462,7 @@ impl LogStore for LmdbLogStore {
     fn save_hard_state(&mut self, group: GroupId, state: HardState) -> Result<(), StorageError> {
         let view = self.groups.entry(group).or_default();
         view.hard_state = state;
-        view.dirty = true;
+        view.staged();
         Ok(())
     }
 
@@ -492,7 +544,7 @@ impl LogStore for LmdbLogStore {
     fn save_snapshot(&mut self, group: GroupId, snapshot: &Snapshot) -> Result<(), StorageError> {
         let view = self.groups.entry(group).or_default();
         view.staged_snapshot = Some(snapshot.clone());
-        view.dirty = true;
+        view.staged();
         Ok(())
     }
 
@@ -517,10 +569,10 @@ impl LogStore for LmdbLogStore {
         }))
     }
 
-    /// Writes everything staged, for all groups, in one LMDB transaction
-    /// (see the type's documentation). Blocking: the work happens when the
-    /// future is first polled.
+    /// Writes everything staged, for all groups, in one LMDB transaction,
+    /// on Tokio's blocking pool when a runtime is current (see the type's
+    /// documentation).
     async fn flush(&mut self) -> Result<(), StorageError> {
-        self.flush_now()
+        self.flush_staged().await
     }
 }

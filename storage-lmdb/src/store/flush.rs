@@ -1,118 +1,365 @@
 //! Flushing: snapshot images to files, then one LMDB transaction for every
-//! group's staged writes.
+//! group's staged writes, on Tokio's blocking pool when a runtime is current.
+//!
+//! A flush has three steps:
+//!
+//! 1. [`LmdbLogStore::prepare`], on the polling thread: gathers what is
+//!    staged into a [`Commit`] that owns it (entries and snapshot images
+//!    are cloned, which shares their payloads), and a [`Plan`] of which
+//!    views it covers. The views keep their staged data: reads need it, and
+//!    so does the store if the flush future is dropped.
+//! 2. [`Commit::run`], on a blocking thread (inline without a runtime):
+//!    encodes, writes snapshot images, commits the transaction (growing the
+//!    map when full), removes the images it replaced.
+//! 3. [`LmdbLogStore::apply`], back on the store: a committed group's view
+//!    has nothing staged any more.
+//!
+//! A flush future dropped during step 2 leaves its commit running. The
+//! store keeps it as [`InFlight`]: every method that opens a transaction
+//! (and dropping the store) waits for it to end, and the next flush waits
+//! for it and applies its outcome before preparing its own commit, so two
+//! commits never run at once and an older one never lands after a newer
+//! one.
 
+use std::any::Any;
 use std::collections::BTreeMap;
+use std::fmt;
 use std::fs;
 use std::io;
 use std::ops::Bound;
+use std::panic::{self, AssertUnwindSafe};
+use std::path::PathBuf;
+use std::sync::{Arc, Condvar, Mutex, MutexGuard, PoisonError};
 
-use heed::MdbError;
-use raft_api::{GroupId, LogIndex, StorageError};
+use heed::{Env, MdbError, WithoutTls};
+use raft_api::{Entry, GroupId, HardState, LogIndex, Snapshot, StorageError};
+use tokio::runtime::Handle;
+use tokio::task::JoinHandle;
 
-use super::LmdbLogStore;
+use super::{Dbs, LmdbLogStore};
 use crate::codec::{self, BoundsRecord, SnapshotRecord};
 use crate::env::{self, align_up};
 use crate::snapshot_file;
 
-/// Everything a flush writes, encoded before the transaction so a retry
-/// after growing the map does not encode again.
-#[derive(Default)]
-struct Batch {
-    groups: Vec<GroupBatch>,
-    snapshots: Vec<([u8; 8], Vec<u8>)>,
+#[cfg(test)]
+mod tests;
+
+/// Records of the snapshot images a commit wrote, by group.
+type Written = BTreeMap<GroupId, SnapshotRecord>;
+
+/// How a commit ended: `Ok` exactly when its transaction committed.
+type Outcome = Result<Written, StorageError>;
+
+/// Run by every commit before it touches the disk (tests only: to see
+/// which thread commits, to hold a commit back, or to make it panic).
+#[cfg(test)]
+pub(super) type CommitHook = Arc<dyn Fn() + Send + Sync>;
+
+/// The disk work of a flush. It owns everything it needs, so it can run on
+/// another thread, and even outlive a dropped flush future.
+struct Commit {
+    env: Env<WithoutTls>,
+    dbs: Dbs,
+    data_path: PathBuf,
+    snap_dir: PathBuf,
+    max_map_size: usize,
+    groups: Vec<GroupCommit>,
+    snapshots: Vec<SnapshotCommit>,
+    #[cfg(test)]
+    hook: Option<CommitHook>,
 }
 
-struct GroupBatch {
-    key: [u8; 8],
-    hard_state: Vec<u8>,
-    bounds: Vec<u8>,
-    /// Stored entries in `first..=compacted` are compacted away.
-    first: [u8; 16],
-    compacted: [u8; 16],
-    /// Stored entries in `tail_start..=end` are stale.
-    tail_start: [u8; 16],
-    end: [u8; 16],
-    /// Staged entries.
-    entries: Vec<([u8; 16], Vec<u8>)>,
+/// One group's staged state, as its view had it.
+struct GroupCommit {
+    group: GroupId,
+    hard_state: HardState,
+    bounds: BoundsRecord,
+    /// Stored entries from here on are stale.
+    tail_start: LogIndex,
+    /// Staged entries, ending at `bounds.last`.
+    entries: Vec<Entry>,
+}
+
+/// A staged snapshot, with the file generation it gets.
+struct SnapshotCommit {
+    group: GroupId,
+    generation: u64,
+    snapshot: Snapshot,
+    /// The generation of the image it replaces, removed once committed.
+    replaces: Option<u64>,
+}
+
+/// Which views a commit covers: each group with its view's
+/// [`writes`](crate::group::GroupView::writes) when the commit was prepared.
+pub(super) struct Plan {
+    groups: Vec<(GroupId, u64)>,
+}
+
+/// A commit on the blocking pool whose outcome the store has not applied
+/// yet: while a flush awaits it, or after that flush's future was dropped.
+pub(super) struct InFlight {
+    plan: Plan,
+    slot: Arc<Slot>,
+    handle: JoinHandle<()>,
+}
+
+impl InFlight {
+    /// Blocks until the commit has ended.
+    pub(super) fn wait(&self) {
+        self.slot.wait();
+    }
+}
+
+/// Where a commit on another thread leaves its outcome.
+#[derive(Default)]
+struct Slot {
+    outcome: Mutex<Option<Outcome>>,
+    ended: Condvar,
+}
+
+impl Slot {
+    fn lock(&self) -> MutexGuard<'_, Option<Outcome>> {
+        self.outcome.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+
+    fn report(&self, outcome: Outcome) {
+        *self.lock() = Some(outcome);
+        self.ended.notify_all();
+    }
+
+    /// Blocks until the outcome is reported.
+    fn wait(&self) {
+        drop(
+            self.ended
+                .wait_while(self.lock(), |outcome| outcome.is_none())
+                .unwrap_or_else(PoisonError::into_inner),
+        );
+    }
+
+    /// Blocks until the outcome is reported, and takes it.
+    fn take(&self) -> Outcome {
+        let mut outcome = self.lock();
+        loop {
+            if let Some(outcome) = outcome.take() {
+                return outcome;
+            }
+            outcome = self
+                .ended
+                .wait(outcome)
+                .unwrap_or_else(PoisonError::into_inner);
+        }
+    }
+}
+
+/// Reports a commit's outcome to its slot. Dropped without reporting (the
+/// commit panicked, or never ran because its runtime shut down first), it
+/// reports a failure, so nothing waits forever.
+struct Reporter(Option<Arc<Slot>>);
+
+impl Reporter {
+    fn report(mut self, outcome: Outcome) {
+        if let Some(slot) = self.0.take() {
+            slot.report(outcome);
+        }
+    }
+}
+
+impl Drop for Reporter {
+    fn drop(&mut self) {
+        if let Some(slot) = self.0.take() {
+            slot.report(Err(stopped(
+                "stopped (it panicked, or its runtime shut down before it ran)",
+            )));
+        }
+    }
+}
+
+/// The error of a commit that stopped before committing.
+fn stopped(how: impl fmt::Display) -> StorageError {
+    StorageError::Other(format!(
+        "storage-lmdb: the flush's commit {how}; nothing was committed and the writes are \
+         still staged"
+    ))
+}
+
+/// The error of a commit that panicked on the polling thread.
+fn panicked(payload: &(dyn Any + Send)) -> StorageError {
+    let message = payload
+        .downcast_ref::<&str>()
+        .copied()
+        .or_else(|| payload.downcast_ref::<String>().map(String::as_str))
+        .unwrap_or("a non-string payload");
+    stopped(format_args!("panicked with message {message:?}"))
 }
 
 impl LmdbLogStore {
-    /// Writes everything staged: snapshot images first, then one LMDB
-    /// transaction for every group, growing the map and retrying when it is
-    /// full.
-    pub(super) fn flush_now(&mut self) -> Result<(), StorageError> {
-        let dirty: Vec<GroupId> = self
-            .groups
-            .iter()
-            .filter(|(_, view)| view.dirty)
-            .map(|(&group, _)| group)
-            .collect();
-        if dirty.is_empty() {
+    /// Writes everything staged; see the module's documentation.
+    pub(super) async fn flush_staged(&mut self) -> Result<(), StorageError> {
+        // A commit left running by a dropped flush. Its error was for that
+        // flush's caller: whatever it did not commit is still staged, and
+        // is committed below.
+        let _ = self.settle().await;
+        let Some((commit, plan)) = self.prepare() else {
             return Ok(());
+        };
+        match Handle::try_current() {
+            Ok(runtime) => {
+                let slot = Arc::new(Slot::default());
+                let reporter = Reporter(Some(Arc::clone(&slot)));
+                // `run` consumes the commit, so its `Env` is gone before the
+                // outcome is reported: a store dropped after waiting for the
+                // report has closed the environment when it unlocks the
+                // directory.
+                let handle = runtime.spawn_blocking(move || reporter.report(commit.run()));
+                self.in_flight = Some(InFlight { plan, slot, handle });
+                self.settle().await
+            }
+            Err(_) => {
+                let outcome = panic::catch_unwind(AssertUnwindSafe(|| commit.run()))
+                    .unwrap_or_else(|payload| Err(panicked(&*payload)));
+                self.apply(plan, outcome)
+            }
         }
-        // Snapshot images first: the records committed below name them.
-        let mut written = BTreeMap::new();
-        for &group in &dirty {
-            let view = &self.groups[&group];
+    }
+
+    /// Waits for the commit in flight, if any, and applies its outcome,
+    /// which it returns.
+    async fn settle(&mut self) -> Result<(), StorageError> {
+        let Some(in_flight) = self.in_flight.as_mut() else {
+            return Ok(());
+        };
+        let joined = (&mut in_flight.handle).await;
+        // Nothing below awaits: the outcome is applied in this poll, so a
+        // dropped future cannot leave it half applied.
+        let Some(in_flight) = self.in_flight.take() else {
+            return Ok(());
+        };
+        let outcome = match (joined, in_flight.slot.take()) {
+            (Err(join_error), Err(_)) => Err(stopped(format_args!("failed: {join_error}"))),
+            (_, outcome) => outcome,
+        };
+        self.apply(in_flight.plan, outcome)
+    }
+
+    /// The commit of everything staged, and the views it covers; `None`
+    /// when nothing is staged.
+    fn prepare(&self) -> Option<(Commit, Plan)> {
+        let mut groups = Vec::new();
+        let mut snapshots = Vec::new();
+        let mut plan = Plan { groups: Vec::new() };
+        for (&group, view) in self.groups.iter().filter(|(_, view)| view.dirty) {
+            plan.groups.push((group, view.writes));
+            groups.push(GroupCommit {
+                group,
+                hard_state: view.hard_state,
+                bounds: BoundsRecord {
+                    compacted: view.compacted,
+                    last: view.last,
+                },
+                tail_start: view.tail_start(),
+                entries: view.tail.iter().cloned().collect(),
+            });
             if let Some(snapshot) = &view.staged_snapshot {
-                let generation = view
-                    .snapshot
-                    .as_ref()
-                    .map_or(1, |r| r.generation.wrapping_add(1));
-                let name = snapshot_file::file_name(group, generation);
-                snapshot_file::write_atomic(&self.snap_dir, &name, &snapshot.data)?;
-                let record = SnapshotRecord {
-                    meta: snapshot.meta.clone(),
-                    generation,
-                    len: snapshot.data.len() as u64,
-                    crc: crc32fast::hash(&snapshot.data),
-                };
-                written.insert(group, record);
+                let replaces = view.snapshot.as_ref().map(|r| r.generation);
+                snapshots.push(SnapshotCommit {
+                    group,
+                    generation: replaces.map_or(1, |g| g.wrapping_add(1)),
+                    snapshot: snapshot.clone(),
+                    replaces,
+                });
             }
         }
-        let batch = self.batch(&dirty, &written)?;
-        loop {
-            match self.commit(&batch) {
-                Ok(()) => break,
-                Err(heed::Error::Mdb(MdbError::MapFull)) => self.grow_map()?,
-                Err(e) => return Err(self.lmdb(e)),
-            }
+        if plan.groups.is_empty() {
+            return None;
         }
-        // Durable: the view has nothing staged any more.
-        for group in dirty {
+        let commit = Commit {
+            env: self.env.clone(),
+            dbs: self.dbs,
+            data_path: self.data_path.clone(),
+            snap_dir: self.snap_dir.clone(),
+            max_map_size: self.max_map_size,
+            groups,
+            snapshots,
+            #[cfg(test)]
+            hook: self.commit_hook.clone(),
+        };
+        Some((commit, plan))
+    }
+
+    /// Applies the outcome of the commit of `plan`: a committed group whose
+    /// view was not staged to since has nothing staged any more.
+    fn apply(&mut self, plan: Plan, outcome: Outcome) -> Result<(), StorageError> {
+        let mut written = outcome?;
+        for (group, writes) in plan.groups {
             let Some(view) = self.groups.get_mut(&group) else {
                 continue;
             };
             let record = written.remove(&group);
-            let replaced = record
-                .as_ref()
-                .and(view.snapshot.as_ref())
-                .map(|old| old.generation);
-            view.flushed(record);
-            if let Some(old) = replaced {
-                // Best effort: a file left behind is removed at next open.
-                let _ = fs::remove_file(self.snapshot_path(group, old));
+            if view.writes == writes {
+                view.flushed(record);
+            } else if record.is_some() {
+                // Staged to while the commit ran (its flush was dropped):
+                // the view's writes stay staged, and the next flush writes
+                // them again; the snapshot record follows the disk, so that
+                // flush gives its image a new generation.
+                view.snapshot = record;
             }
         }
         Ok(())
     }
+}
 
-    fn batch(
-        &self,
-        dirty: &[GroupId],
-        written: &BTreeMap<GroupId, SnapshotRecord>,
-    ) -> Result<Batch, StorageError> {
+impl Commit {
+    /// Writes snapshot images, then one transaction for every group,
+    /// growing the map and retrying when it is full, then removes the
+    /// images the new ones replace.
+    fn run(self) -> Outcome {
+        #[cfg(test)]
+        if let Some(hook) = &self.hook {
+            hook();
+        }
+        // Snapshot images first: the records committed below name them.
+        let mut written = Written::new();
+        for staged in &self.snapshots {
+            let data = &staged.snapshot.data;
+            let name = snapshot_file::file_name(staged.group, staged.generation);
+            snapshot_file::write_atomic(&self.snap_dir, &name, data)?;
+            let record = SnapshotRecord {
+                meta: staged.snapshot.meta.clone(),
+                generation: staged.generation,
+                len: data.len() as u64,
+                crc: crc32fast::hash(data),
+            };
+            written.insert(staged.group, record);
+        }
+        let batch = self.batch(&written)?;
+        loop {
+            match self.commit(&batch) {
+                Ok(()) => break,
+                Err(heed::Error::Mdb(MdbError::MapFull)) => self.grow_map()?,
+                Err(e) => return Err(env::lmdb_error(&self.data_path, e)),
+            }
+        }
+        for staged in &self.snapshots {
+            if let Some(old) = staged.replaces {
+                // Best effort: a file left behind is removed at next open.
+                let name = snapshot_file::file_name(staged.group, old);
+                let _ = fs::remove_file(self.snap_dir.join(name));
+            }
+        }
+        Ok(written)
+    }
+
+    /// Encodes everything before the transaction, so a retry after growing
+    /// the map does not encode again.
+    fn batch(&self, written: &Written) -> Result<Batch, StorageError> {
         let encoding = |detail: String| StorageError::Other(format!("storage-lmdb: {detail}"));
         let mut batch = Batch::default();
-        for &group in dirty {
-            let view = &self.groups[&group];
+        for staged in &self.groups {
+            let group = staged.group;
             let key = codec::group_key(group);
-            let bounds = BoundsRecord {
-                compacted: view.compacted,
-                last: view.last,
-            };
-            let mut entries = Vec::with_capacity(view.tail.len());
-            for entry in &view.tail {
+            let mut entries = Vec::with_capacity(staged.entries.len());
+            for entry in &staged.entries {
                 let entry_key = codec::entry_key(group, entry.id.index);
                 entries.push((
                     entry_key,
@@ -121,11 +368,11 @@ impl LmdbLogStore {
             }
             batch.groups.push(GroupBatch {
                 key,
-                hard_state: codec::encode(&key, &view.hard_state).map_err(encoding)?,
-                bounds: codec::encode(&key, &bounds).map_err(encoding)?,
+                hard_state: codec::encode(&key, &staged.hard_state).map_err(encoding)?,
+                bounds: codec::encode(&key, &staged.bounds).map_err(encoding)?,
                 first: codec::entry_key(group, LogIndex(0)),
-                compacted: codec::entry_key(group, view.compacted.index),
-                tail_start: codec::entry_key(group, view.tail_start()),
+                compacted: codec::entry_key(group, staged.bounds.compacted.index),
+                tail_start: codec::entry_key(group, staged.tail_start),
                 end: codec::entry_key(group, LogIndex(u64::MAX)),
                 entries,
             });
@@ -168,7 +415,7 @@ impl LmdbLogStore {
     }
 
     /// Doubles the memory map, up to the maximum.
-    fn grow_map(&mut self) -> Result<(), StorageError> {
+    fn grow_map(&self) -> Result<(), StorageError> {
         let current = self.env.info().map_size;
         let target = align_up(current.saturating_mul(2)).min(self.max_map_size);
         if target <= current {
@@ -185,4 +432,25 @@ impl LmdbLogStore {
         }
         env::resize(&self.env, &self.data_path, target)
     }
+}
+
+/// Everything a commit writes, encoded.
+#[derive(Default)]
+struct Batch {
+    groups: Vec<GroupBatch>,
+    snapshots: Vec<([u8; 8], Vec<u8>)>,
+}
+
+struct GroupBatch {
+    key: [u8; 8],
+    hard_state: Vec<u8>,
+    bounds: Vec<u8>,
+    /// Stored entries in `first..=compacted` are compacted away.
+    first: [u8; 16],
+    compacted: [u8; 16],
+    /// Stored entries in `tail_start..=end` are stale.
+    tail_start: [u8; 16],
+    end: [u8; 16],
+    /// Staged entries.
+    entries: Vec<([u8; 16], Vec<u8>)>,
 }
