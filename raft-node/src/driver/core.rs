@@ -1,14 +1,16 @@
 //! The consensus loop of one node.
 
 use std::collections::{BTreeMap, HashMap};
+use std::future::Future;
+use std::pin::Pin;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Instant, SystemTime, UNIX_EPOCH};
 
 use bytes::Bytes;
 use raft_api::{
-    Envelope, ForwardOutcome, ForwardRequest, ForwardResponse, GroupId, LogId, LogIndex, LogStore,
-    Message, NodeId, StateMachine, Term, Transport,
+    Envelope, ForwardOutcome, ForwardRequest, ForwardResponse, GroupId, HardState, LogId, LogIndex,
+    LogStore, Message, NodeId, StateMachine, StorageError, Term, Transport,
 };
 use tokio::sync::{broadcast, mpsc, oneshot};
 
@@ -47,18 +49,42 @@ struct Group<S> {
     /// Reads waiting for confirmation, by read id.
     reads: HashMap<u64, (apply::ReadFn<S>, oneshot::Sender<ReadError>, Instant)>,
     changes: Vec<PendingChange>,
-    /// Last staged entry since the last flush.
-    staged_last: Option<LogId>,
-    staged: bool,
     /// What was last published (role, leader, term, membership index).
     published: (Role, Option<NodeId>, Term, LogIndex),
     failed: Option<String>,
 }
 
+/// A flush under way: it owns the store until it is done.
+type FlushFuture<L> = Pin<Box<dyn Future<Output = (L, Result<(), StorageError>)> + Send>>;
+
+/// What a flush under way makes durable, and what waits for it.
+struct InFlight {
+    /// Per group written: the hard state drained when the writes were
+    /// staged, and the last entry staged.
+    groups: Vec<(GroupId, HardState, Option<LogId>)>,
+    /// Entries written.
+    entries: u64,
+    /// Messages that promise what this flush makes durable.
+    held: BTreeMap<NodeId, Vec<Envelope>>,
+}
+
 pub(super) struct Core<S, T, L> {
     config: Arc<NodeConfig>,
     transport: Arc<T>,
-    store: L,
+    /// The log store; `None` while a flush has it.
+    store: Option<L>,
+    /// A flush just started, for the loop to await.
+    started_flush: Option<FlushFuture<L>>,
+    /// The flush under way, if any.
+    in_flight: Option<InFlight>,
+    /// Writes drained from the engines while a flush was under way, in
+    /// order: staged when the next flush starts.
+    unstaged: Vec<(GroupId, Action)>,
+    /// Messages that promise what `unstaged` (or the flush under way)
+    /// makes durable.
+    held: BTreeMap<NodeId, Vec<Envelope>>,
+    /// Commands that need the store, waiting for the flush under way.
+    waiting: Vec<Cmd<S>>,
     factory: Box<dyn StateMachineFactory<S>>,
     to_self: mpsc::Sender<Cmd<S>>,
     shared: Arc<Shared>,
@@ -101,7 +127,12 @@ where
             next_balance: Instant::now() + config.balance_interval,
             config,
             transport,
-            store,
+            store: Some(store),
+            started_flush: None,
+            in_flight: None,
+            unstaged: Vec::new(),
+            held: BTreeMap::new(),
+            waiting: Vec::new(),
             factory,
             to_self,
             shared,
@@ -121,7 +152,7 @@ where
             failed: None,
         };
         let mut wanted: BTreeMap<GroupId, Vec<NodeId>> = groups.iter().cloned().collect();
-        for g in core.store.groups()? {
+        for g in core.store()?.groups()? {
             wanted.entry(g).or_default();
         }
         for (group, voters) in wanted {
@@ -137,10 +168,11 @@ where
 
     /// Creates (or restores from storage) a group and its apply task.
     fn add_group(&mut self, group: GroupId, voters: Vec<NodeId>) -> Result<(), StartError> {
-        let hard_state = self.store.hard_state(group)?;
-        let log = self.store.log_state(group)?;
+        let store = self.store()?;
+        let hard_state = store.hard_state(group)?;
+        let log = store.log_state(group)?;
         let entries = if log.last.index > log.compacted.index {
-            self.store.entries(
+            store.entries(
                 group,
                 log.compacted.index.next()..log.last.index.next(),
                 usize::MAX,
@@ -148,7 +180,7 @@ where
         } else {
             Vec::new()
         };
-        let snapshot = self.store.snapshot(group)?;
+        let snapshot = store.snapshot(group)?;
         let init = EngineInit {
             id: self.config.id,
             group,
@@ -193,8 +225,6 @@ where
                 pending: BTreeMap::new(),
                 reads: HashMap::new(),
                 changes: Vec::new(),
-                staged_last: None,
-                staged: false,
                 published,
                 failed: None,
             },
@@ -204,9 +234,16 @@ where
     }
 
     /// Runs until shut down.
+    ///
+    /// Group commit, pipelined: while one flush is under way the loop goes
+    /// on taking commands and messages, so a leader counts its followers'
+    /// acknowledgements and applies what they commit during its own flush,
+    /// and writes drained meanwhile are staged together in the next flush
+    /// as soon as this one is done.
     pub(super) async fn run(mut self, mut rx: mpsc::Receiver<Cmd<S>>) {
         let mut ticker = tokio::time::interval(self.config.tick);
         ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        let mut flushing: Option<FlushFuture<L>> = None;
         loop {
             let mut batch = Vec::new();
             tokio::select! {
@@ -215,6 +252,10 @@ where
                     None => break,
                 },
                 _ = ticker.tick() => self.tick(),
+                done = async { flushing.as_mut().expect("guarded").await }, if flushing.is_some() => {
+                    flushing = None;
+                    self.flushed(done);
+                }
             }
             while batch.len() < MAX_BATCH {
                 match rx.try_recv() {
@@ -229,9 +270,20 @@ where
                     cmd => self.handle(cmd),
                 }
             }
-            self.process().await;
+            self.process();
+            if let Some(started) = self.started_flush.take() {
+                debug_assert!(flushing.is_none(), "one flush at a time");
+                flushing = Some(started);
+            }
             self.publish();
             if let Some(reply) = shutdown {
+                // Writes drained before the shutdown are flushed, and what
+                // waited for them is sent.
+                while let Some(flush) = flushing.take() {
+                    let done = flush.await;
+                    self.flushed(done);
+                    flushing = self.started_flush.take();
+                }
                 self.stop().await;
                 let _ = reply.send(());
                 break;
@@ -328,6 +380,10 @@ where
                     None => Err(AdminError::UnknownGroup(group)),
                 };
                 let _ = reply.send(result);
+            }
+            Cmd::CreateGroup(group, voters, reply) if self.store.is_none() => {
+                // Restoring a group reads the store: after the flush.
+                self.waiting.push(Cmd::CreateGroup(group, voters, reply));
             }
             Cmd::CreateGroup(group, voters, reply) => {
                 let result = if self.groups.contains_key(&group) {
@@ -515,67 +571,129 @@ where
         }
     }
 
-    /// Carries out what the engines asked for, until they are quiet.
-    async fn process(&mut self) {
+    /// Carries out what the engines asked for: messages leave at once,
+    /// committed entries go to the state machines, writes are staged in
+    /// the next flush (started here unless one is under way), and messages
+    /// that promise durability wait for the flush that covers them.
+    fn process(&mut self) {
         if self.failed.is_some() {
             return;
         }
-        loop {
-            let mut outbound: BTreeMap<NodeId, Vec<Envelope>> = BTreeMap::new();
-            let mut held: BTreeMap<NodeId, Vec<Envelope>> = BTreeMap::new();
-            let mut busy = false;
-            let mut staged_entries = 0u64;
-            let groups: Vec<GroupId> = self.groups.keys().copied().collect();
-            for group in groups {
-                let g = self.groups.get_mut(&group).expect("listed");
-                let actions = g.engine.take_actions();
-                if actions.is_empty() {
-                    continue;
-                }
-                busy = true;
-                for action in actions {
-                    if let Err(e) =
-                        self.carry_out(group, action, &mut outbound, &mut held, &mut staged_entries)
-                    {
-                        self.fail_node(e);
-                        return;
-                    }
-                }
-            }
-            if !busy {
-                break;
-            }
-            // Messages that promise nothing leave before the flush, so
-            // followers write while the leader does.
-            for (to, batch) in outbound {
-                self.send_batch(to, batch);
-            }
-            let staged: Vec<GroupId> = self
-                .groups
-                .iter()
-                .filter(|(_, g)| g.staged)
-                .map(|(id, _)| *id)
-                .collect();
-            if !staged.is_empty() {
-                if let Err(e) = self.store.flush().await {
-                    self.fail_node(format!("log store flush failed: {e}"));
-                    return;
-                }
-                self.metrics.fsyncs += 1;
-                self.metrics.write_batches += 1;
-                self.metrics.entries_written += staged_entries;
-                for group in staged {
-                    let g = self.groups.get_mut(&group).expect("listed");
-                    g.staged = false;
-                    let last = g.staged_last.take();
-                    g.engine.on_persisted(last);
-                }
-            }
-            for (to, batch) in held {
-                self.send_batch(to, batch);
+        let mut outbound: BTreeMap<NodeId, Vec<Envelope>> = BTreeMap::new();
+        let groups: Vec<GroupId> = self.groups.keys().copied().collect();
+        for group in groups {
+            let g = self.groups.get_mut(&group).expect("listed");
+            let actions = g.engine.take_actions();
+            for action in actions {
+                self.carry_out(group, action, &mut outbound);
             }
         }
+        // Messages that promise nothing leave before the flush, so
+        // followers write while the leader does.
+        for (to, batch) in outbound {
+            self.send_batch(to, batch);
+        }
+        match &mut self.in_flight {
+            None => self.start_flush(),
+            Some(in_flight) if self.unstaged.is_empty() => {
+                // Everything these messages promise is in the flush under
+                // way (or durable already).
+                for (to, mut batch) in std::mem::take(&mut self.held) {
+                    in_flight.held.entry(to).or_default().append(&mut batch);
+                }
+            }
+            // They wait for the next flush, with the writes they follow.
+            Some(_) => {}
+        }
         self.finish_changes();
+    }
+
+    /// The store, unless a flush has it.
+    fn store(&mut self) -> Result<&mut L, StorageError> {
+        self.store
+            .as_mut()
+            .ok_or_else(|| StorageError::Other("the log store is busy flushing".into()))
+    }
+
+    /// Stages the writes drained so far and starts flushing them; with
+    /// nothing to write, sends what waited at once (everything before it
+    /// is durable).
+    fn start_flush(&mut self) {
+        if self.unstaged.is_empty() {
+            for (to, batch) in std::mem::take(&mut self.held) {
+                self.send_batch(to, batch);
+            }
+            return;
+        }
+        let Some(mut store) = self.store.take() else {
+            return;
+        };
+        let mut written: BTreeMap<GroupId, Option<LogId>> = BTreeMap::new();
+        let mut entries = 0u64;
+        for (group, action) in std::mem::take(&mut self.unstaged) {
+            let last = written.entry(group).or_default();
+            let staged = match action {
+                Action::SaveHardState(hs) => store.save_hard_state(group, hs),
+                Action::TruncateLog { from } => store.truncate(group, from),
+                Action::AppendLog(batch) => {
+                    entries += batch.len() as u64;
+                    *last = batch.last().map(|e| e.id).or(*last);
+                    store.append(group, &batch)
+                }
+                Action::SaveSnapshot(snapshot) => store.save_snapshot(group, &snapshot),
+                Action::CompactLog { upto } => store.compact(group, upto),
+                other => unreachable!("not a write: {other:?}"),
+            };
+            if let Err(e) = staged {
+                self.store = Some(store);
+                self.fail_node(format!("log store write failed: {e}"));
+                return;
+            }
+        }
+        let groups = written
+            .into_iter()
+            .filter_map(|(group, last)| {
+                let g = self.groups.get(&group)?;
+                Some((group, g.engine.drained_hard_state(), last))
+            })
+            .collect();
+        self.in_flight = Some(InFlight {
+            groups,
+            entries,
+            held: std::mem::take(&mut self.held),
+        });
+        self.started_flush = Some(Box::pin(async move {
+            let result = store.flush().await;
+            (store, result)
+        }));
+    }
+
+    /// A flush is done: the engines learn what is durable, what waited for
+    /// it is sent, and the writes drained meanwhile start flushing.
+    fn flushed(&mut self, (store, result): (L, Result<(), StorageError>)) {
+        self.store = Some(store);
+        let Some(in_flight) = self.in_flight.take() else {
+            return;
+        };
+        if let Err(e) = result {
+            self.fail_node(format!("log store flush failed: {e}"));
+            return;
+        }
+        self.metrics.fsyncs += 1;
+        self.metrics.write_batches += 1;
+        self.metrics.entries_written += in_flight.entries;
+        for (group, hard_state, last) in in_flight.groups {
+            if let Some(g) = self.groups.get_mut(&group) {
+                g.engine.on_flushed(hard_state, last);
+            }
+        }
+        for (to, batch) in in_flight.held {
+            self.send_batch(to, batch);
+        }
+        for cmd in std::mem::take(&mut self.waiting) {
+            self.handle(cmd);
+        }
+        self.process();
     }
 
     fn carry_out(
@@ -583,38 +701,16 @@ where
         group: GroupId,
         action: Action,
         outbound: &mut BTreeMap<NodeId, Vec<Envelope>>,
-        held: &mut BTreeMap<NodeId, Vec<Envelope>>,
-        staged_entries: &mut u64,
-    ) -> Result<(), String> {
+    ) {
         let g = self.groups.get_mut(&group).expect("caller checked");
-        let storage = |e: raft_api::StorageError| format!("log store write failed: {e}");
         match action {
-            Action::SaveHardState(hs) => {
-                self.store.save_hard_state(group, hs).map_err(storage)?;
-                g.staged = true;
-            }
-            Action::TruncateLog { from } => {
-                self.store.truncate(group, from).map_err(storage)?;
-                g.staged = true;
-            }
-            Action::AppendLog(entries) => {
-                self.store.append(group, &entries).map_err(storage)?;
-                *staged_entries += entries.len() as u64;
-                g.staged_last = entries.last().map(|e| e.id).or(g.staged_last);
-                g.staged = true;
-            }
-            Action::SaveSnapshot(snapshot) => {
-                self.store
-                    .save_snapshot(group, &snapshot)
-                    .map_err(storage)?;
-                g.staged = true;
-            }
-            Action::CompactLog { upto } => {
-                self.store.compact(group, upto).map_err(storage)?;
-                g.staged = true;
-            }
+            write @ (Action::SaveHardState(_)
+            | Action::TruncateLog { .. }
+            | Action::AppendLog(_)
+            | Action::SaveSnapshot(_)
+            | Action::CompactLog { .. }) => self.unstaged.push((group, write)),
             Action::Send(env) => outbound.entry(env.to).or_default().push(env),
-            Action::SendAfterPersist(env) => held.entry(env.to).or_default().push(env),
+            Action::SendAfterPersist(env) => self.held.entry(env.to).or_default().push(env),
             Action::Apply(entries) => {
                 let mut waiters = Vec::new();
                 if let (Some(first), Some(last)) = (entries.first(), entries.last()) {
@@ -665,7 +761,6 @@ where
                 }
             }
         }
-        Ok(())
     }
 
     /// Answers membership changes that are done (or can no longer be).

@@ -462,7 +462,27 @@ impl Engine {
     /// towards commitment, and a candidate counts its own vote only once it
     /// is durable.
     pub fn on_persisted(&mut self, last: Option<LogId>) {
-        self.durable = self.drained;
+        self.on_flushed(self.drained, last);
+    }
+
+    /// The hard state that the actions drained so far ask to make durable.
+    /// A driver that keeps draining while a flush is under way records this
+    /// when it stages the flush's writes, and hands it back to
+    /// [`on_flushed`](Self::on_flushed) once that flush is done.
+    pub fn drained_hard_state(&self) -> HardState {
+        self.drained
+    }
+
+    /// Tells the engine that a flush is done which made durable the hard
+    /// state `hard_state` (recorded with
+    /// [`drained_hard_state`](Self::drained_hard_state) when its writes
+    /// were staged) and the log up to `last` (the last entry staged in it,
+    /// `None` if it held no entries). Unlike
+    /// [`on_persisted`](Self::on_persisted), the driver may have drained
+    /// (and not yet flushed) more actions since that flush began: an entry
+    /// truncated since then no longer counts.
+    pub fn on_flushed(&mut self, hard_state: HardState, last: Option<LogId>) {
+        self.durable = hard_state;
         if let Some(last) = last
             && self.log.matches(last)
             && last.index > self.persisted

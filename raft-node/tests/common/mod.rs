@@ -6,6 +6,7 @@ use std::collections::BTreeMap;
 use std::future::Future;
 use std::ops::Range;
 use std::pin::pin;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::task::{Context, Poll, Waker};
 use std::time::Duration;
@@ -18,6 +19,7 @@ use raft_api::{
 use raft_node::ProposeError;
 use raft_node::driver::{Consistency, Node, NodeConfig};
 use storage_mem::{KvCommand, KvResponse, KvStateMachine, MemLogStore};
+use tokio::sync::Notify;
 use transport_mem::MemNetwork;
 
 pub const G: GroupId = GroupId(1);
@@ -45,7 +47,26 @@ pub fn node_config(id: u64) -> NodeConfig {
 /// can be stopped and started again on the same durable state (or have its
 /// unflushed writes dropped, as by power loss).
 #[derive(Clone, Default)]
-pub struct SharedStore(Arc<Mutex<MemLogStore>>);
+pub struct SharedStore(Arc<Mutex<MemLogStore>>, Arc<FlushGate>);
+
+/// Holds flushes back while closed: a disk that stalls.
+#[derive(Default)]
+pub struct FlushGate {
+    closed: AtomicBool,
+    opened: Notify,
+}
+
+impl FlushGate {
+    async fn wait_open(&self) {
+        loop {
+            let opened = self.opened.notified();
+            if !self.closed.load(Ordering::SeqCst) {
+                return;
+            }
+            opened.await;
+        }
+    }
+}
 
 impl SharedStore {
     fn with<R>(&self, f: impl FnOnce(&mut MemLogStore) -> R) -> R {
@@ -55,6 +76,23 @@ impl SharedStore {
     /// Power loss: unflushed writes are gone.
     pub fn crash(&self) {
         self.with(|s| s.crash());
+    }
+
+    /// Flushes from now on wait (with their writes staged) until
+    /// [`release_flushes`](Self::release_flushes).
+    pub fn hold_flushes(&self) {
+        self.1.closed.store(true, Ordering::SeqCst);
+    }
+
+    /// Lets held flushes finish.
+    pub fn release_flushes(&self) {
+        self.1.closed.store(false, Ordering::SeqCst);
+        self.1.opened.notify_waiters();
+    }
+
+    /// Flushes done so far.
+    pub fn flushes(&self) -> u64 {
+        self.with(|s| s.flushes())
     }
 }
 
@@ -104,8 +142,12 @@ impl LogStore for SharedStore {
         self.with(|s| s.snapshot(group))
     }
     fn flush(&mut self) -> impl Future<Output = Result<(), StorageError>> + Send {
-        let result = self.with(|s| ready(s.flush()));
-        std::future::ready(result)
+        let (store, gate) = (self.0.clone(), self.1.clone());
+        async move {
+            gate.wait_open().await;
+            let mut store = store.lock().unwrap();
+            ready(store.flush())
+        }
     }
 }
 

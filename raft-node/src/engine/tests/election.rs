@@ -412,3 +412,26 @@ fn s5_1_stale_requests_are_answered_in_newer_term() {
     assert_eq!(e.term(), Term(3));
     assert_eq!(e.leader(), None);
 }
+
+/// A flush that began before the vote was drained does not make it
+/// durable: a candidate counts its own vote only after the flush that
+/// holds it (`on_flushed` with the hard state recorded when it was staged).
+#[test]
+fn own_vote_counts_only_after_the_flush_that_holds_it() {
+    let mut e = engine(1, &[1, 2, 3], no_pre_vote);
+    let earlier = e.drained_hard_state();
+    e.campaign();
+    let actions = e.take_actions();
+    assert_eq!(actions[0], save(1, Some(1), 0));
+    let with_vote = e.drained_hard_state();
+    assert_eq!(with_vote, hs(1, Some(1), 0));
+
+    step(&mut e, env(2, 1, 1, vote_resp(true)));
+    assert_eq!(e.role(), Role::Candidate, "its own vote is not durable");
+    // The flush under way when the vote was drained ends: still not.
+    e.on_flushed(earlier, None);
+    assert_eq!(e.role(), Role::Candidate);
+    // The next one held it.
+    e.on_flushed(with_vote, None);
+    assert_eq!(e.role(), Role::Leader);
+}
