@@ -1,6 +1,6 @@
 //! A durable Raft [`LogStore`](raft_api::LogStore) on LMDB (through heed):
 //! the hard state, log and latest snapshot of every Raft group of a node, in
-//! one LMDB environment, with one fsync per flush for all groups.
+//! one LMDB environment, with one commit per flush for all groups.
 //!
 //! - [`LmdbLogStore`]: the store. Writes are staged in memory (reads see
 //!   them) and one [`flush`](raft_api::LogStore::flush) commits them all in

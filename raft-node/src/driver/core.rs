@@ -93,6 +93,9 @@ pub(super) struct Core<S, T, L> {
     forwarded: HashMap<u64, Forwarded>,
     next_id: u64,
     started: Instant,
+    /// When the loop's current turn began: the time proposals and reads
+    /// of the turn are stamped with (one clock read per turn).
+    turn_at: Instant,
     wall_offset_ms: u64,
     metrics: NodeMetrics,
     next_balance: Instant,
@@ -147,6 +150,7 @@ where
             // it another command's outcome or an older read index.
             next_id: (wall_offset_ms << 20) | 1,
             started: Instant::now(),
+            turn_at: Instant::now(),
             wall_offset_ms,
             metrics: NodeMetrics::default(),
             failed: None,
@@ -257,6 +261,7 @@ where
                     self.flushed(done);
                 }
             }
+            self.turn_at = Instant::now();
             while batch.len() < MAX_BATCH {
                 match rx.try_recv() {
                     Ok(cmd) => batch.push(cmd),
@@ -399,6 +404,13 @@ where
             Cmd::RemoveGroup(group, reply) => {
                 let result = match self.groups.remove(&group) {
                     Some(g) => {
+                        // Its writes not yet staged are dropped, with the
+                        // messages that would promise them (a group created
+                        // again under this id starts from the store).
+                        self.unstaged.retain(|(of, _)| *of != group);
+                        for batch in self.held.values_mut() {
+                            batch.retain(|env| env.group != group);
+                        }
                         let _ = g.apply.send(ApplyMsg::Stop(oneshot::channel().0));
                         fail_group(&*self.transport, self.config.id, group, g, "group removed");
                         let _ = self.events.send(Event::GroupRemoved(group));
@@ -496,7 +508,7 @@ where
             Ok(id) => {
                 self.metrics.proposals += 1;
                 g.pending
-                    .insert(id.index, (Waiter { id, reply }, Instant::now()));
+                    .insert(id.index, (Waiter { id, reply }, self.turn_at));
             }
             Err(ProposeError::NotLeader {
                 leader: Some(leader),
@@ -513,7 +525,7 @@ where
                     id,
                     Forwarded {
                         reply,
-                        deadline: Instant::now() + self.config.propose_timeout,
+                        deadline: self.turn_at + self.config.propose_timeout,
                     },
                 );
                 let env = Envelope {
@@ -563,7 +575,7 @@ where
         self.next_id += 1;
         match g.engine.read(id, mode) {
             Ok(()) => {
-                g.reads.insert(id, (f, fail, Instant::now()));
+                g.reads.insert(id, (f, fail, self.turn_at));
             }
             Err(e) => {
                 let _ = fail.send(e);

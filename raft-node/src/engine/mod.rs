@@ -961,7 +961,11 @@ impl Engine {
             self.configs.push((id.index, m.clone()));
             self.members_dirty = true;
         }
-        self.out.push(Action::AppendLog(vec![entry]));
+        // Proposals of one batch are written with one append.
+        match self.out.last_mut() {
+            Some(Action::AppendLog(batch)) => batch.push(entry),
+            _ => self.out.push(Action::AppendLog(vec![entry])),
+        }
         id
     }
 }
