@@ -100,6 +100,8 @@ pub(super) struct Core<S, T, L> {
     metrics: NodeMetrics,
     next_balance: Instant,
     failed: Option<String>,
+    /// A group was created or removed since the last publish.
+    groups_changed: bool,
 }
 
 /// How many queued requests one turn takes at most before it runs the
@@ -154,6 +156,7 @@ where
             wall_offset_ms,
             metrics: NodeMetrics::default(),
             failed: None,
+            groups_changed: true,
         };
         let mut wanted: BTreeMap<GroupId, Vec<NodeId>> = groups.iter().cloned().collect();
         for g in core.store()?.groups()? {
@@ -233,6 +236,7 @@ where
                 failed: None,
             },
         );
+        self.groups_changed = true;
         let _ = self.events.send(Event::GroupCreated(group));
         Ok(())
     }
@@ -413,6 +417,7 @@ where
                         }
                         let _ = g.apply.send(ApplyMsg::Stop(oneshot::channel().0));
                         fail_group(&*self.transport, self.config.id, group, g, "group removed");
+                        self.groups_changed = true;
                         let _ = self.events.send(Event::GroupRemoved(group));
                         Ok(())
                     }
@@ -592,8 +597,13 @@ where
             return;
         }
         let mut outbound: BTreeMap<NodeId, Vec<Envelope>> = BTreeMap::new();
-        let groups: Vec<GroupId> = self.groups.keys().copied().collect();
-        for group in groups {
+        let busy: Vec<GroupId> = self
+            .groups
+            .iter()
+            .filter(|(_, g)| g.engine.has_actions())
+            .map(|(&id, _)| id)
+            .collect();
+        for group in busy {
             let g = self.groups.get_mut(&group).expect("listed");
             let actions = g.engine.take_actions();
             for action in actions {
@@ -825,18 +835,37 @@ where
     }
 
     /// Refreshes what handles read without asking, and publishes events.
+    /// Only groups whose role, leader, term or membership changed are
+    /// touched (a turn with many groups mostly changes none).
     fn publish(&mut self) {
-        let mut status = self
-            .shared
-            .status
-            .write()
-            .unwrap_or_else(|e| e.into_inner());
-        status.clear();
+        let mut status = None;
+        if std::mem::take(&mut self.groups_changed) {
+            let mut all = self
+                .shared
+                .status
+                .write()
+                .unwrap_or_else(|e| e.into_inner());
+            all.clear();
+            for (&group, g) in &self.groups {
+                all.insert(group, (g.engine.role(), g.engine.leader()));
+            }
+            status = Some(all);
+        }
         for (&group, g) in self.groups.iter_mut() {
             let e = &g.engine;
-            status.insert(group, (e.role(), e.leader()));
             let now = (e.role(), e.leader(), e.term(), e.membership_index());
             let before = g.published;
+            if now == before {
+                continue;
+            }
+            status
+                .get_or_insert_with(|| {
+                    self.shared
+                        .status
+                        .write()
+                        .unwrap_or_else(|e| e.into_inner())
+                })
+                .insert(group, (now.0, now.1));
             if (now.1, now.2) != (before.1, before.2) && now.1 != before.1 {
                 let _ = self.events.send(Event::LeaderChanged {
                     group,

@@ -498,6 +498,12 @@ impl Engine {
         self.finish();
     }
 
+    /// Whether [`take_actions`](Self::take_actions) would return anything: a
+    /// driver hosting many groups skips the idle ones cheaply.
+    pub fn has_actions(&self) -> bool {
+        !self.out.is_empty() || self.replicate_due || self.commit_due
+    }
+
     /// Drains the actions produced by the inputs so far, in order.
     ///
     /// Draining ends a batch of inputs: a leader sends each follower one

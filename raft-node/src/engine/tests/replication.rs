@@ -528,3 +528,20 @@ fn commit_index_alone_is_not_written_but_rides_with_the_next_write() {
         ]
     );
 }
+
+/// `has_actions` tells whether a drain would return anything, including
+/// appends a proposal made due.
+#[test]
+fn has_actions_reports_what_a_drain_would_return() {
+    let mut e = engine(1, &[1, 2, 3], plain);
+    elect(&mut e);
+    commit_all(&mut e);
+    assert!(!e.has_actions());
+    assert_eq!(e.take_actions(), vec![]);
+    e.propose(Bytes::from_static(b"x")).unwrap();
+    assert!(e.has_actions());
+    assert!(!e.take_actions().is_empty());
+    assert!(!e.has_actions());
+    e.tick(e.now() + 1);
+    assert_eq!(e.has_actions(), !e.take_actions().is_empty());
+}
