@@ -567,7 +567,7 @@ mod tests {
             Entry {
                 id: LogId::new(Term(4), LogIndex(20)),
                 timestamp: Hlc::new(1_700_000_000_002, 0),
-                payload: Payload::Membership(membership()),
+                payload: Payload::Membership(Box::new(membership())),
             },
         ];
         [
@@ -1038,7 +1038,7 @@ mod tests {
         let payload = prop_oneof![
             Just(Payload::Blank),
             bytes(64).prop_map(Payload::Command),
-            arb_membership().prop_map(Payload::Membership),
+            arb_membership().prop_map(|m| Payload::Membership(Box::new(m))),
         ];
         (log_id(), any::<u64>(), any::<u32>(), payload).prop_map(|(id, wall, logical, payload)| {
             Entry {

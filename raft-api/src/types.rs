@@ -102,8 +102,9 @@ pub enum Payload {
     /// An application command, opaque to Raft.
     Command(Bytes),
     /// A new membership of the group; in effect from the moment it is
-    /// appended to a log.
-    Membership(Membership),
+    /// appended to a log. Boxed: memberships are rare, and inline they
+    /// would make every entry (and every vector of entries) larger.
+    Membership(Box<Membership>),
 }
 
 impl Payload {

@@ -1103,7 +1103,7 @@ mod tests {
     #[test]
     fn the_inner_machine_sees_every_index_once_with_headers_stripped() {
         let mut sm = SessionMachine::new(Recorder::default(), 8);
-        let membership = Payload::Membership(Membership::new([NodeId(1), NodeId(2)]));
+        let membership = Payload::Membership(Box::new(Membership::new([NodeId(1), NodeId(2)])));
         let payloads = vec![
             raw(Some((1, 1)), "a"),
             Payload::Blank,
@@ -1192,7 +1192,7 @@ mod tests {
     #[test]
     fn non_command_payloads_pass_through() {
         let mut sm = kv_machine(8);
-        let membership = Payload::Membership(Membership::new([NodeId(3)]));
+        let membership = Payload::Membership(Box::new(Membership::new([NodeId(3)])));
         let responses = run_raw(&mut sm, vec![Payload::Blank, membership, Payload::Blank]);
         assert_eq!(responses, [Bytes::new(), Bytes::new(), Bytes::new()]);
         assert_eq!(sm.last_applied().index, LogIndex(3));

@@ -292,8 +292,8 @@ async fn every_payload_round_trips<H: LogStoreHarness>(harness: &mut H) {
         Payload::Command(Bytes::new()),
         Payload::Command(Bytes::from_static(&[0, 0xff, 0, 0xff])),
         Payload::Command(Bytes::from(large)),
-        Payload::Membership(joint),
-        Payload::Membership(Membership::default()),
+        Payload::Membership(Box::new(joint)),
+        Payload::Membership(Box::default()),
     ];
     let entries: Vec<Entry> = payloads
         .into_iter()
@@ -854,9 +854,9 @@ async fn random_operations_match_a_model<H: LogStoreHarness>(harness: &mut H) {
                             timestamp: Hlc::new(rng.below(1 << 40), rng.below(9) as u32),
                             payload: match rng.below(8) {
                                 0 => Payload::Blank,
-                                1 => Payload::Membership(Membership::new(
+                                1 => Payload::Membership(Box::new(Membership::new(
                                     (1..=rng.between(1, 5)).map(NodeId),
-                                )),
+                                ))),
                                 _ => Payload::Command(Bytes::from(vec![step as u8; len])),
                             },
                         }

@@ -49,7 +49,7 @@ pub(super) fn configs_from(
     let mut configs = vec![base.clone()];
     for e in log.entries_after(base.0) {
         if let Payload::Membership(m) = &e.payload {
-            configs.push((e.id.index, m.clone()));
+            configs.push((e.id.index, Membership::clone(m)));
         }
     }
     configs
@@ -137,7 +137,7 @@ impl Engine {
     }
 
     fn append_membership(&mut self, membership: Membership) -> LogId {
-        let id = self.append_local(Payload::Membership(membership));
+        let id = self.append_local(Payload::Membership(Box::new(membership)));
         self.sync_progress();
         self.broadcast_append(false);
         id
@@ -215,7 +215,7 @@ impl Engine {
     pub(super) fn configs_appended(&mut self, entries: &[raft_api::Entry]) {
         for e in entries {
             if let Payload::Membership(m) = &e.payload {
-                self.configs.push((e.id.index, m.clone()));
+                self.configs.push((e.id.index, Membership::clone(m)));
                 self.members_dirty = true;
             }
         }

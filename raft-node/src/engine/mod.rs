@@ -964,7 +964,7 @@ impl Engine {
         };
         self.log.append(std::slice::from_ref(&entry));
         if let Payload::Membership(m) = &entry.payload {
-            self.configs.push((id.index, m.clone()));
+            self.configs.push((id.index, Membership::clone(m)));
             self.members_dirty = true;
         }
         // Proposals of one batch are written with one append.

@@ -33,7 +33,7 @@ fn case_20_add_learner_replicates_to_it_without_counting_it() {
     let entry = entry_at(&e, 2);
     assert_eq!(
         entry.payload,
-        Payload::Membership(members(&[1, 2, 3], &[4]))
+        Payload::Membership(Box::new(members(&[1, 2, 3], &[4])))
     );
     assert_eq!(
         e.take_actions(),
@@ -124,7 +124,10 @@ fn case_20_remove_voter_stops_replicating_once_committed() {
         .change_membership(MembershipChange::Remove(NodeId(3)))
         .unwrap();
     let entry = entry_at(&e, 2);
-    assert_eq!(entry.payload, Payload::Membership(members(&[1, 2], &[])));
+    assert_eq!(
+        entry.payload,
+        Payload::Membership(Box::new(members(&[1, 2], &[])))
+    );
     assert_eq!(
         e.take_actions(),
         vec![
@@ -257,7 +260,7 @@ fn case_20_replace_voters_goes_through_joint_configuration() {
     assert_eq!(c.node(1).membership(), &joint);
     assert_eq!(
         entry_at(c.node(1), 4).payload,
-        Payload::Membership(joint.clone())
+        Payload::Membership(Box::new(joint.clone()))
     );
 
     c.run();
@@ -268,7 +271,7 @@ fn case_20_replace_voters_goes_through_joint_configuration() {
     assert_eq!(l.membership_index(), LogIndex(5));
     assert_eq!(
         entry_at(l, 5).payload,
-        Payload::Membership(final_config.clone())
+        Payload::Membership(Box::new(final_config.clone()))
     );
     assert_eq!(l.commit_index(), LogIndex(5));
     assert!(l.progress(NodeId(2)).is_none() && l.progress(NodeId(3)).is_none());

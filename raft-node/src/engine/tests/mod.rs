@@ -270,7 +270,7 @@ fn membership_ent(term: u64, index: u64, membership: Membership) -> Entry {
     Entry {
         id: lid(term, index),
         timestamp: Hlc::default(),
-        payload: Payload::Membership(membership),
+        payload: Payload::Membership(Box::new(membership)),
     }
 }
 
