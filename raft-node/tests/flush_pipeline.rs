@@ -84,3 +84,68 @@ async fn no_acknowledgement_leaves_before_its_flush() {
     cluster.stores[&followers[1]].release_flushes();
     cluster.shutdown().await;
 }
+
+/// A group removed while its writes wait for a flush, and created again
+/// under the same id, starts from what the store holds: the writes that
+/// were not yet staged are dropped with the old group, not written behind
+/// the new one's back.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_group_removed_and_created_again_during_a_flush_starts_from_the_store() {
+    use raft_api::{GroupId, NodeId};
+    let g2 = GroupId(2);
+    let cluster = Cluster::start(&[1], &[1]).await;
+    let node = cluster.node(1);
+    node.create_group(g2, vec![NodeId(1)]).await.unwrap();
+    common::eventually("node 1 leads group 2", || {
+        let leads = node.is_leader(g2);
+        async move { leads }
+    })
+    .await;
+    put(&node, g2, "a", "1").await.unwrap();
+
+    // The next write waits in a held flush, the one after it is not staged.
+    cluster.stores[&1].hold_flushes();
+    let first = tokio::spawn({
+        let node = node.clone();
+        async move { put(&node, g2, "b", "2").await }
+    });
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    let second = tokio::spawn({
+        let node = node.clone();
+        async move { put(&node, g2, "c", "3").await }
+    });
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    node.remove_group(g2).await.unwrap();
+    let created = tokio::spawn({
+        let node = node.clone();
+        async move { node.create_group(g2, vec![NodeId(1)]).await }
+    });
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    cluster.stores[&1].release_flushes();
+    created.await.unwrap().unwrap();
+    // The old group's callers learn it is gone (not that it applied).
+    assert!(first.await.unwrap().is_err());
+    assert!(second.await.unwrap().is_err());
+
+    // The new group takes writes: its log and the store agree.
+    common::eventually("node 1 leads group 2 again", || {
+        let leads = node.is_leader(g2);
+        async move { leads }
+    })
+    .await;
+    put(&node, g2, "d", "4").await.unwrap();
+    assert_eq!(
+        get(&node, g2, "a", Consistency::Linearizable)
+            .await
+            .as_deref(),
+        Some(&b"1"[..])
+    );
+    assert_eq!(get(&node, g2, "c", Consistency::Linearizable).await, None);
+    assert_eq!(
+        get(&node, g2, "d", Consistency::Linearizable)
+            .await
+            .as_deref(),
+        Some(&b"4"[..])
+    );
+    cluster.shutdown().await;
+}
