@@ -840,11 +840,7 @@ where
     fn publish(&mut self) {
         let mut status = None;
         if std::mem::take(&mut self.groups_changed) {
-            let mut all = self
-                .shared
-                .status
-                .write()
-                .unwrap_or_else(|e| e.into_inner());
+            let mut all = self.shared.status_mut();
             all.clear();
             for (&group, g) in &self.groups {
                 all.insert(group, (g.engine.role(), g.engine.leader()));
@@ -859,12 +855,7 @@ where
                 continue;
             }
             status
-                .get_or_insert_with(|| {
-                    self.shared
-                        .status
-                        .write()
-                        .unwrap_or_else(|e| e.into_inner())
-                })
+                .get_or_insert_with(|| self.shared.status_mut())
                 .insert(group, (now.0, now.1));
             if (now.1, now.2) != (before.1, before.2) && now.1 != before.1 {
                 let _ = self.events.send(Event::LeaderChanged {
@@ -985,11 +976,7 @@ where
             let _ = f.reply.send(Err(ProposeError::Shutdown));
         }
         self.transport.shutdown().await;
-        let mut status = self
-            .shared
-            .status
-            .write()
-            .unwrap_or_else(|e| e.into_inner());
+        let mut status = self.shared.status_mut();
         status.clear();
     }
 }

@@ -316,9 +316,19 @@ pub(crate) enum Cmd<S> {
 
 /// What every handle sees without asking the loop.
 pub(crate) struct Shared {
-    /// Per group: role and leader, refreshed every loop turn.
+    /// Per group: role and leader, updated by the loop when they change.
     pub(crate) status: RwLock<BTreeMap<GroupId, (Role, Option<NodeId>)>>,
     pub(crate) inbound_dropped: AtomicU64,
+}
+
+impl Shared {
+    /// The status map, for the loop to update (a poisoned lock only means
+    /// a reader panicked; the map itself is whole).
+    pub(crate) fn status_mut(
+        &self,
+    ) -> std::sync::RwLockWriteGuard<'_, BTreeMap<GroupId, (Role, Option<NodeId>)>> {
+        self.status.write().unwrap_or_else(|e| e.into_inner())
+    }
 }
 
 /// A running node: a cheap, cloneable handle to its consensus loop.
