@@ -7,25 +7,17 @@
 
 #![allow(missing_docs)]
 
+mod common;
+
 use std::time::Duration;
 
 use benches::engine_cluster::EngineCluster;
 use bytes::Bytes;
-use criterion::{
-    BenchmarkId, Criterion, SamplingMode, Throughput, criterion_group, criterion_main,
-};
+use criterion::{BenchmarkId, Criterion, Throughput, criterion_group, criterion_main};
 
 fn engine(c: &mut Criterion) {
     let quick = benches::quick_mode();
-    let mut g = c.benchmark_group("engine");
-    g.sampling_mode(SamplingMode::Flat).sample_size(10);
-    if quick {
-        g.warm_up_time(Duration::from_millis(100))
-            .measurement_time(Duration::from_millis(300));
-    } else {
-        g.warm_up_time(Duration::from_millis(500))
-            .measurement_time(Duration::from_secs(3));
-    }
+    let mut g = common::group(c, "engine", quick, Duration::from_millis(300));
     let value = Bytes::from_static(&[7u8; 16]);
     for batch in [1usize, 64, 1024] {
         let mut cluster = EngineCluster::new(3).expect("a leader");

@@ -5,31 +5,19 @@
 
 #![allow(missing_docs)]
 
+mod common;
+
 use std::sync::Arc;
 use std::time::Duration;
 
 use benches::cluster::{Cluster, ClusterSpec};
 use benches::workload::{Target, burst};
-use criterion::{
-    BenchmarkId, Criterion, SamplingMode, Throughput, criterion_group, criterion_main,
-};
+use criterion::{BenchmarkId, Criterion, Throughput, criterion_group, criterion_main};
 
 fn groups(c: &mut Criterion) {
     let quick = benches::quick_mode();
-    let rt = tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(2)
-        .enable_all()
-        .build()
-        .expect("runtime");
-    let mut g = c.benchmark_group("groups");
-    g.sampling_mode(SamplingMode::Flat).sample_size(10);
-    if quick {
-        g.warm_up_time(Duration::from_millis(100))
-            .measurement_time(Duration::from_millis(400));
-    } else {
-        g.warm_up_time(Duration::from_millis(500))
-            .measurement_time(Duration::from_secs(3));
-    }
+    let rt = common::runtime();
+    let mut g = common::group(c, "groups", quick, Duration::from_millis(400));
     let backends: &[(&str, &str)] = if quick {
         &[("mem", "mem")]
     } else {

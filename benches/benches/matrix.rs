@@ -20,15 +20,15 @@
 
 #![allow(missing_docs)]
 
+mod common;
+
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use benches::cluster::{Cluster, ClusterSpec};
 use benches::stats::Latencies;
 use benches::workload::{Target, burst};
-use criterion::{
-    BenchmarkId, Criterion, SamplingMode, Throughput, criterion_group, criterion_main,
-};
+use criterion::{BenchmarkId, Criterion, Throughput, criterion_group, criterion_main};
 use raft_node::backends::{StorageKind, TransportKind};
 
 /// One cell of the matrix.
@@ -86,20 +86,8 @@ fn cells(quick: bool) -> Vec<Cell> {
 
 fn matrix(c: &mut Criterion) {
     let quick = benches::quick_mode();
-    let rt = tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(2)
-        .enable_all()
-        .build()
-        .expect("runtime");
-    let mut g = c.benchmark_group("matrix");
-    g.sampling_mode(SamplingMode::Flat).sample_size(10);
-    if quick {
-        g.warm_up_time(Duration::from_millis(100))
-            .measurement_time(Duration::from_millis(400));
-    } else {
-        g.warm_up_time(Duration::from_millis(500))
-            .measurement_time(Duration::from_secs(3));
-    }
+    let rt = common::runtime();
+    let mut g = common::group(c, "matrix", quick, Duration::from_millis(400));
     for cell in cells(quick) {
         let transport: TransportKind = cell.transport.parse().expect("transport");
         let storage: StorageKind = cell.storage.parse().expect("storage");
