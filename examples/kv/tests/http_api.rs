@@ -309,12 +309,6 @@ async fn bad_requests_get_json_errors_and_the_node_keeps_serving() {
             StatusCode::PAYLOAD_TOO_LARGE,
         ),
         (
-            "CAS body over its limit",
-            c.post(format!("{base}/kv/x/cas"))
-                .body(vec![b' '; 1024 * 1024]),
-            StatusCode::PAYLOAD_TOO_LARGE,
-        ),
-        (
             "members: garbage",
             c.post(format!("{base}/cluster/members")).body("]]"),
             StatusCode::BAD_REQUEST,
@@ -381,6 +375,13 @@ async fn bad_requests_get_json_errors_and_the_node_keeps_serving() {
     let addr = s.http_addr();
     let huge = format!("PUT /kv/x HTTP/1.1\r\nhost: {addr}\r\ncontent-length: 1073741824");
     let (status, body) = common::raw_request(addr, &huge, &[b'v'; 64 * 1024]).await;
+    assert_eq!(status, 413, "{body}");
+    assert!(body.contains("\"error\""), "{body}");
+    // A CAS body over its own limit, sent over a raw connection: a client
+    // library still writing a body the server refused can see the
+    // connection reset before it reads the answer.
+    let cas = format!("POST /kv/x/cas HTTP/1.1\r\nhost: {addr}\r\ncontent-length: 1048576");
+    let (status, body) = common::raw_request(addr, &cas, &[b' '; 256 * 1024]).await;
     assert_eq!(status, 413, "{body}");
     assert!(body.contains("\"error\""), "{body}");
     let chunked = format!("PUT /kv/x HTTP/1.1\r\nhost: {addr}\r\ntransfer-encoding: chunked");
