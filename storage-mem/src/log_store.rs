@@ -1,7 +1,7 @@
 //! An in-memory [`LogStore`] that keeps durable and staged writes apart, so a
 //! simulator can crash a node and lose exactly what was not flushed.
 
-use std::collections::{BTreeMap, VecDeque};
+use std::collections::{BTreeMap, VecDeque, btree_map};
 use std::future::{Future, ready};
 use std::ops::Range;
 
@@ -37,43 +37,49 @@ impl GroupLog {
         (index.0 - self.compacted.index.0 - 1) as usize
     }
 
-    /// Applies a mutation that was validated against this very state (or a
-    /// state it is a replay of), so it cannot fail.
-    fn apply(&mut self, mutation: Mutation) {
-        match mutation {
-            Mutation::HardState(state) => self.hard_state = state,
-            Mutation::Append(entries) => self.entries.extend(entries),
-            Mutation::Truncate(from) => {
-                let keep = self.offset(from);
-                self.entries.truncate(keep);
+    /// Reverses the last write still applied to this group. Creation is
+    /// undone by the store, which removes the group.
+    fn undo(&mut self, undo: Undo) {
+        match undo {
+            Undo::Created => debug_assert!(false, "creation is undone by the store"),
+            Undo::HardState(state) => self.hard_state = state,
+            Undo::Append { len } => self.entries.truncate(len),
+            Undo::Truncate(mut removed) => self.entries.append(&mut removed),
+            Undo::Compact { compacted, removed } => {
+                // Back in front of what is left, one by one: the cost is
+                // that of the removed prefix, not of the whole log.
+                for entry in removed.into_iter().rev() {
+                    self.entries.push_front(entry);
+                }
+                self.compacted = compacted;
             }
-            Mutation::Compact(upto) => {
-                // Validated: `upto` is past the compaction point. When it is
-                // also past the last entry, everything goes.
-                let len = self.entries.len();
-                let removed = usize::try_from(upto.index.0 - self.compacted.index.0)
-                    .map_or(len, |n| n.min(len));
-                self.entries.drain(..removed);
-                self.compacted = upto;
-            }
-            Mutation::Snapshot(snapshot) => self.snapshot = Some(snapshot),
+            Undo::Snapshot(snapshot) => self.snapshot = snapshot,
         }
     }
 }
 
-/// One staged write, already validated.
+/// What it takes to undo one staged write, already applied to the view.
+///
+/// Undo records are only ever applied in reverse order of staging, so each
+/// one finds the group exactly as its write left it.
 #[derive(Clone, Debug)]
-enum Mutation {
+enum Undo {
+    /// The write created the group: remove it again.
+    Created,
+    /// The hard state before the write.
     HardState(HardState),
-    Append(Vec<Entry>),
-    /// Remove entries at this index and after (only staged when some exist).
-    Truncate(LogIndex),
-    /// Remove entries up to and including this index (all of them when the
-    /// log ends before it) and make this the compaction point (only staged
-    /// when past the current one).
-    Compact(LogId),
-    /// Replace the group's snapshot.
-    Snapshot(Snapshot),
+    /// An append: the number of entries before it.
+    Append { len: usize },
+    /// A truncation: the entries it removed, moved out of the view.
+    Truncate(VecDeque<Entry>),
+    /// A compaction: the compaction point before it and the entries it
+    /// removed, moved out of the view.
+    Compact {
+        compacted: LogId,
+        removed: VecDeque<Entry>,
+    },
+    /// The snapshot before the write.
+    Snapshot(Option<Snapshot>),
 }
 
 /// An in-memory [`LogStore`] for every group of a node, with explicit
@@ -89,11 +95,14 @@ enum Mutation {
 ///
 /// Snapshots are kept whole (metadata and image), one per group.
 ///
-/// Internally the store keeps the current view (durable plus staged), the
-/// durable copy and the list of staged writes. A flush replays the staged
-/// writes onto the durable copy, so its cost is proportional to what was
-/// staged, not to the size of the log; a crash rebuilds the view from the
-/// durable copy.
+/// Internally the store keeps a single copy of each group's state: the
+/// current view (durable plus staged), which every write changes at once.
+/// Next to it is an undo log: for each write since the last successful
+/// flush, what it takes to reverse it (the previous hard state, snapshot
+/// or log length; the entries a truncation or compaction removed, moved
+/// there rather than copied). A flush just drops the undo log, so no entry
+/// is ever copied twice; a crash replays it backwards, so its cost is
+/// proportional to what was staged, not to the size of the log.
 ///
 /// For tests of the layers above it can also fail on purpose
 /// ([`fail_writes`](Self::fail_writes)) and counts flushes
@@ -102,10 +111,9 @@ enum Mutation {
 pub struct MemLogStore {
     /// Durable state with every staged write applied: what reads see.
     view: BTreeMap<GroupId, GroupLog>,
-    /// State as of the last successful flush: what survives a crash.
-    durable: BTreeMap<GroupId, GroupLog>,
-    /// Writes since the last successful flush, in order.
-    staged: Vec<(GroupId, Mutation)>,
+    /// How to undo each write since the last successful flush, in the order
+    /// they were staged; a crash applies them backwards.
+    undo: Vec<(GroupId, Undo)>,
     fail_writes: bool,
     flushes: u64,
 }
@@ -121,8 +129,15 @@ impl MemLogStore {
     /// the durable state. The flush counter and the
     /// [`fail_writes`](Self::fail_writes) setting are kept.
     pub fn crash(&mut self) {
-        self.staged.clear();
-        self.view = self.durable.clone();
+        while let Some((group, undo)) = self.undo.pop() {
+            if let Undo::Created = undo {
+                self.view.remove(&group);
+            } else if let Some(log) = self.view.get_mut(&group) {
+                log.undo(undo);
+            } else {
+                debug_assert!(false, "undo record for a missing group");
+            }
+        }
     }
 
     /// Turns fault injection on or off. While on, every write and every
@@ -141,7 +156,7 @@ impl MemLogStore {
     /// Whether any write is staged but not yet flushed (and so would be lost
     /// by a [`crash`](Self::crash)).
     pub fn has_unflushed(&self) -> bool {
-        !self.staged.is_empty()
+        !self.undo.is_empty()
     }
 
     fn check_writable(&self) -> Result<(), StorageError> {
@@ -152,11 +167,19 @@ impl MemLogStore {
         }
     }
 
-    /// Applies a validated write to the view and remembers it for the next
-    /// flush.
-    fn stage(&mut self, group: GroupId, mutation: Mutation) {
-        self.view.entry(group).or_default().apply(mutation.clone());
-        self.staged.push((group, mutation));
+    /// Stages a validated write: `write` changes the group's state in the
+    /// view (creating the group if need be) and returns how to undo that
+    /// change, which is kept until the next flush.
+    fn stage(&mut self, group: GroupId, write: impl FnOnce(&mut GroupLog) -> Undo) {
+        let log = match self.view.entry(group) {
+            btree_map::Entry::Occupied(log) => log.into_mut(),
+            btree_map::Entry::Vacant(slot) => {
+                self.undo.push((group, Undo::Created));
+                slot.insert(GroupLog::default())
+            }
+        };
+        let undo = write(log);
+        self.undo.push((group, undo));
     }
 
     /// The current view of a group's log state.
@@ -237,7 +260,9 @@ impl LogStore for MemLogStore {
 
     fn save_hard_state(&mut self, group: GroupId, state: HardState) -> Result<(), StorageError> {
         self.check_writable()?;
-        self.stage(group, Mutation::HardState(state));
+        self.stage(group, |log| {
+            Undo::HardState(std::mem::replace(&mut log.hard_state, state))
+        });
         Ok(())
     }
 
@@ -260,7 +285,20 @@ impl LogStore for MemLogStore {
             }
             last = entry.id.index;
         }
-        self.stage(group, Mutation::Append(entries.to_vec()));
+        // Consecutive appends to the same group share one undo record: undoing
+        // the first undoes them all.
+        if let Some((last_group, Undo::Append { .. })) = self.undo.last()
+            && *last_group == group
+            && let Some(log) = self.view.get_mut(&group)
+        {
+            log.entries.extend(entries.iter().cloned());
+            return Ok(());
+        }
+        self.stage(group, |log| {
+            let len = log.entries.len();
+            log.entries.extend(entries.iter().cloned());
+            Undo::Append { len }
+        });
         Ok(())
     }
 
@@ -280,7 +318,10 @@ impl LogStore for MemLogStore {
         if from > state.last.index {
             return Ok(());
         }
-        self.stage(group, Mutation::Truncate(from));
+        self.stage(group, |log| {
+            let keep = log.offset(from);
+            Undo::Truncate(log.entries.split_off(keep))
+        });
         Ok(())
     }
 
@@ -296,7 +337,18 @@ impl LogStore for MemLogStore {
         if upto.index <= self.state_of(group).compacted.index {
             return Ok(());
         }
-        self.stage(group, Mutation::Compact(upto));
+        self.stage(group, |log| {
+            // `upto` is past the compaction point. When it is also past the
+            // last entry, everything goes.
+            let len = log.entries.len();
+            let count =
+                usize::try_from(upto.index.0 - log.compacted.index.0).map_or(len, |n| n.min(len));
+            let removed = log.entries.drain(..count).collect();
+            Undo::Compact {
+                compacted: std::mem::replace(&mut log.compacted, upto),
+                removed,
+            }
+        });
         Ok(())
     }
 
@@ -304,7 +356,9 @@ impl LogStore for MemLogStore {
     /// (whatever either covers); nothing else of the group changes.
     fn save_snapshot(&mut self, group: GroupId, snapshot: &Snapshot) -> Result<(), StorageError> {
         self.check_writable()?;
-        self.stage(group, Mutation::Snapshot(snapshot.clone()));
+        self.stage(group, |log| {
+            Undo::Snapshot(log.snapshot.replace(snapshot.clone()))
+        });
         Ok(())
     }
 
@@ -314,9 +368,9 @@ impl LogStore for MemLogStore {
 
     fn flush(&mut self) -> impl Future<Output = Result<(), StorageError>> + Send {
         let result = self.check_writable().map(|()| {
-            for (group, mutation) in self.staged.drain(..) {
-                self.durable.entry(group).or_default().apply(mutation);
-            }
+            // The view already holds every staged write; what made them
+            // undoable is no longer needed.
+            self.undo.clear();
             self.flushes += 1;
         });
         ready(result)
@@ -922,7 +976,7 @@ mod tests {
     }
 
     #[test]
-    fn durable_copy_matches_view_after_flush() {
+    fn flush_then_crash_changes_nothing() {
         // Many interleaved writes across groups, flushed at irregular points:
         // after each flush a crash must not change anything visible.
         let mut store = MemLogStore::new();
@@ -979,7 +1033,124 @@ mod tests {
                 assert_eq!(before, after);
             }
         }
-        assert_eq!(store.view, store.durable);
+        // Whatever was staged last, a flush leaves nothing to undo.
+        for &g in &groups {
+            let last = store.log_state(g).unwrap().last.index.0;
+            store.append(g, &run(40, last + 1, last + 2)).unwrap();
+            store.truncate(g, LogIndex(last + 2)).unwrap();
+        }
+        let view = store.view.clone();
+        assert!(store.has_unflushed());
+        flush(&mut store).unwrap();
+        assert!(store.undo.is_empty());
+        store.crash();
+        assert_eq!(store.view, view);
+    }
+
+    #[test]
+    fn crash_restores_truncated_flushed_entries() {
+        let mut store = MemLogStore::new();
+        let flushed = vec![
+            entry(1, 1, b"a"),
+            entry(1, 2, b"bb"),
+            entry(2, 3, b"ccc"),
+            entry(2, 4, b""),
+        ];
+        store.append(G, &flushed).unwrap();
+        flush(&mut store).unwrap();
+        // Truncated twice, once all the way down, and rewritten in between.
+        store.truncate(G, LogIndex(3)).unwrap();
+        store.append(G, &[entry(3, 3, b"new")]).unwrap();
+        store.truncate(G, LogIndex(1)).unwrap();
+        assert!(all(&store, G).is_empty());
+        store.crash();
+        assert_eq!(all(&store, G), flushed);
+        assert_eq!(store.log_state(G).unwrap().last, id(2, 4));
+        // The restored entries are a log like any other.
+        store.append(G, &run(2, 5, 5)).unwrap();
+        assert_eq!(indexes(&all(&store, G)), [1, 2, 3, 4, 5]);
+    }
+
+    #[test]
+    fn crash_restores_compacted_flushed_entries() {
+        let mut store = MemLogStore::new();
+        store.append(G, &run(1, 1, 6)).unwrap();
+        store.compact(G, id(1, 1)).unwrap();
+        flush(&mut store).unwrap();
+        let flushed = all(&store, G);
+        // A compaction inside the log, one past its end, and appends after
+        // each.
+        store.compact(G, id(1, 3)).unwrap();
+        store.append(G, &run(1, 7, 8)).unwrap();
+        store.compact(G, id(4, 20)).unwrap();
+        store.append(G, &run(4, 21, 21)).unwrap();
+        assert_eq!(indexes(&all(&store, G)), [21]);
+        store.crash();
+        assert_eq!(
+            store.log_state(G).unwrap(),
+            LogState {
+                compacted: id(1, 1),
+                last: id(1, 6)
+            }
+        );
+        assert_eq!(all(&store, G), flushed);
+        assert_eq!(indexes(&flushed), [2, 3, 4, 5, 6]);
+        let got = store
+            .entries(G, LogIndex(2)..LogIndex(4), usize::MAX)
+            .unwrap();
+        assert_eq!(got, run(1, 2, 3));
+    }
+
+    #[test]
+    fn crash_undoes_only_the_last_round() {
+        let mut store = MemLogStore::new();
+        // Round 1: a log, a hard state and a snapshot.
+        store.append(G, &run(1, 1, 5)).unwrap();
+        store.save_hard_state(G, hs(1, Some(1), 2)).unwrap();
+        store.save_snapshot(G, &snap(1, 2, b"one")).unwrap();
+        flush(&mut store).unwrap();
+        // Round 2: every kind of write, and a second group.
+        store.truncate(G, LogIndex(5)).unwrap();
+        store.append(G, &run(2, 5, 7)).unwrap();
+        store.compact(G, id(1, 2)).unwrap();
+        store.save_hard_state(G, hs(2, None, 4)).unwrap();
+        store.save_snapshot(G, &snap(1, 2, b"two")).unwrap();
+        store.append(GroupId(2), &run(1, 1, 2)).unwrap();
+        flush(&mut store).unwrap();
+        let durable = (
+            store.groups().unwrap(),
+            store.hard_state(G).unwrap(),
+            store.log_state(G).unwrap(),
+            all(&store, G),
+            store.snapshot(G).unwrap(),
+            all(&store, GroupId(2)),
+        );
+        // Round 3, lost: the same kinds of writes again, and a new group.
+        store.truncate(G, LogIndex(4)).unwrap();
+        store.append(G, &run(3, 4, 9)).unwrap();
+        store.compact(G, id(3, 6)).unwrap();
+        store.save_hard_state(G, hs(3, Some(2), 6)).unwrap();
+        store.save_snapshot(G, &snap(3, 6, b"three")).unwrap();
+        store.compact(GroupId(2), id(1, 2)).unwrap();
+        store.save_hard_state(GroupId(3), hs(1, None, 0)).unwrap();
+        store.crash();
+        let after = (
+            store.groups().unwrap(),
+            store.hard_state(G).unwrap(),
+            store.log_state(G).unwrap(),
+            all(&store, G),
+            store.snapshot(G).unwrap(),
+            all(&store, GroupId(2)),
+        );
+        assert_eq!(after, durable);
+        assert_eq!(durable.0, [G, GroupId(2)]);
+        assert_eq!(durable.1, hs(2, None, 4));
+        assert_eq!(indexes(&durable.3), [3, 4, 5, 6, 7]);
+        assert_eq!(durable.3[2].id, id(2, 5));
+        assert_eq!(durable.4, Some(snap(1, 2, b"two")));
+        assert_eq!(indexes(&durable.5), [1, 2]);
+        assert!(!store.has_unflushed());
+        assert_eq!(store.flushes(), 2);
     }
 
     #[test]
