@@ -95,9 +95,22 @@ impl Engine {
         self.sync_progress();
         self.next_heartbeat = self.now + self.config.heartbeat_interval_ms;
         self.quorum_check_at = self.now + self.config.election_timeout_min_ms;
-        // A blank entry of the new term lets the leader commit everything
-        // before it (§5.4.2, §8).
-        self.term_start = self.append_local(Payload::Blank).index;
+        // An entry of the new term lets the leader commit everything before
+        // it (§5.4.2, §8). It is blank, except in a log that records no
+        // membership yet: there the first leader writes the bootstrap
+        // voters, exactly the configuration in effect, so they are
+        // replicated like any entry and known after a restart to every
+        // node that holds the entry (or a snapshot after it), even one
+        // restarted without being told the voters (as etcd does with its
+        // initial configuration). Being the term's first entry, it is also
+        // the one whose commit lets the leader serve reads and change the
+        // membership.
+        let payload = if self.membership_recorded() {
+            Payload::Blank
+        } else {
+            Payload::Membership(Box::new(self.membership().clone()))
+        };
+        self.term_start = self.append_local(payload).index;
         self.broadcast_append(true);
     }
 

@@ -179,6 +179,24 @@ impl Engine {
             .any(|(_, m)| m.is_voter(self.id))
     }
 
+    /// Whether the membership in effect is recorded in the group's data: in
+    /// a membership entry of the log or in the snapshot. Otherwise it is the
+    /// bootstrap voters, which only the engine's creator knows.
+    pub(super) fn membership_recorded(&self) -> bool {
+        self.membership_index() > LogIndex(0) || self.snapshot.is_some()
+    }
+
+    /// Whether committing up to `upto` (from the current commit index)
+    /// commits a configuration whose members differ from those of the one
+    /// before it, so the replication targets may change. The bootstrap
+    /// voters written by a new leader (see `become_leader`) change none.
+    pub(super) fn members_change_committed(&self, upto: LogIndex) -> bool {
+        self.configs.windows(2).any(|pair| {
+            let ((_, before), (index, after)) = (&pair[0], &pair[1]);
+            *index > self.commit && *index <= upto && before.members() != after.members()
+        })
+    }
+
     /// Position in `configs` of the latest membership known committed.
     fn last_committed_config(&self) -> usize {
         self.configs

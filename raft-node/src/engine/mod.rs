@@ -30,7 +30,9 @@
 //! - replication with the consistency check (§5.3), fast backtracking with
 //!   conflict hints, pipelining bounded by `max_inflight` and message size;
 //! - commitment only by counting replicas of current-term entries (§5.4.2),
-//!   with a blank entry appended by every new leader (§8);
+//!   with an entry appended by every new leader (§8): a blank one, or in
+//!   a log that records no membership yet, the bootstrap voters as a
+//!   membership entry, so that they survive restarts;
 //! - committed entries emitted for application in order, exactly once;
 //! - snapshots and log compaction, snapshots sent in chunks (§7, figure 13);
 //! - membership changes with learners and joint consensus (§6, thesis

@@ -357,9 +357,9 @@ impl Engine {
             return;
         }
         if self.log.term(candidate) == Some(self.term) || mutant!(CommitOldTermByCount) {
-            if self.membership_index() > self.commit {
-                // A membership change may now be committed: replicate to
-                // whom it leaves (and stop replicating to whom it removed).
+            if self.members_change_committed(candidate) {
+                // A membership change is now committed: replicate to whom
+                // it leaves (and stop replicating to whom it removed).
                 self.members_dirty = true;
             }
             self.commit = candidate;

@@ -13,23 +13,25 @@ fn s5_4_2_figure_8_old_term_entry_commits_only_with_current_term_entry() {
     let mut e = engine(1, &voters, stored(&[1, 2], 3, None, 0));
     elect(&mut e);
     assert_eq!(e.term(), Term(4));
-    let blank = entry_at(&e, 3);
-    assert_eq!(blank.id, lid(4, 3));
+    // The log records no membership: the first entry of term 4 holds the
+    // bootstrap voters.
+    let first = entry_at(&e, 3);
+    assert_eq!((first.id, &first.payload), (lid(4, 3), &bootstrap(&voters)));
 
     // Peers 2 and 3 hold 1-1 and 2-2: with the leader, a majority of five.
     step(&mut e, env(2, 1, 4, success(2)));
     assert_eq!(
         e.take_actions(),
-        vec![send(1, 2, 4, append(lid(2, 2), vec![blank.clone()], 0))]
+        vec![send(1, 2, 4, append(lid(2, 2), vec![first.clone()], 0))]
     );
     step(&mut e, env(3, 1, 4, success(2)));
     assert_eq!(
         e.take_actions(),
-        vec![send(1, 3, 4, append(lid(2, 2), vec![blank.clone()], 0))]
+        vec![send(1, 3, 4, append(lid(2, 2), vec![first.clone()], 0))]
     );
     assert_eq!(e.commit_index(), LogIndex(0));
 
-    // The blank entry of term 4 is durable on the leader and peer 2: not
+    // The first entry of term 4 is durable on the leader and peer 2: not
     // yet a majority, and index 2 still may not be committed by counting.
     e.on_persisted(Some(lid(4, 3)));
     assert_eq!(e.take_actions(), vec![]);
@@ -43,7 +45,7 @@ fn s5_4_2_figure_8_old_term_entry_commits_only_with_current_term_entry() {
         e.take_actions(),
         vec![
             // The commit index alone is not written: nothing else is.
-            Action::Apply(vec![ent(1, 1), ent(2, 2), blank]),
+            Action::Apply(vec![ent(1, 1), ent(2, 2), first]),
             // Followers learn it once the batch of inputs is drained.
             send(1, 2, 4, append(lid(4, 3), vec![], 3)),
             send(1, 3, 4, append(lid(4, 3), vec![], 3)),

@@ -1,5 +1,6 @@
-//! Elections (§5.2), pre-vote campaigns (thesis §9.6), the blank entry of a
-//! new leader (§8), check-quorum, and stepping down on a newer term (§5.1).
+//! Elections (§5.2), pre-vote campaigns (thesis §9.6), the first entry of a
+//! new leader (§8: blank, or the bootstrap voters when the log records no
+//! membership), check-quorum, and stepping down on a newer term (§5.1).
 
 use super::*;
 
@@ -104,11 +105,16 @@ fn s9_6_pre_vote_refusal_with_newer_term_is_adopted() {
 }
 
 /// What node 1 of `[1, 2, 3]` emits on winning term 1 with an empty log:
-/// it stages the blank entry and probes both peers with it.
-fn leader_start_of_node_1(blank: Entry) -> Vec<Action> {
-    let probe = append(lid(0, 0), vec![blank.clone()], 0);
+/// it stages the first entry of its term (the bootstrap voters, as the log
+/// records no membership) and probes both peers with it.
+fn leader_start_of_node_1(first: Entry) -> Vec<Action> {
+    assert_eq!(
+        (first.id, &first.payload),
+        (lid(1, 1), &bootstrap(&[1, 2, 3]))
+    );
+    let probe = append(lid(0, 0), vec![first.clone()], 0);
     vec![
-        Action::AppendLog(vec![blank]),
+        Action::AppendLog(vec![first]),
         send(1, 2, 1, probe.clone()),
         send(1, 3, 1, probe),
     ]
@@ -116,7 +122,8 @@ fn leader_start_of_node_1(blank: Entry) -> Vec<Action> {
 
 /// §5.2: a candidate wins with a quorum of votes, but its own vote counts
 /// only once it is durable: grants alone do not make it leader. As leader it
-/// appends a blank entry of its term (§8) and probes every peer with it.
+/// appends the first entry of its term (§8), here the bootstrap voters as
+/// its log records no membership, and probes every peer with it.
 #[test]
 fn s5_2_candidate_leads_after_quorum_and_durable_own_vote() {
     let mut e = engine(1, &[1, 2, 3], no_pre_vote);
@@ -129,10 +136,13 @@ fn s5_2_candidate_leads_after_quorum_and_durable_own_vote() {
     e.on_persisted(None);
     assert_eq!(e.role(), Role::Leader);
     assert_eq!(e.leader(), Some(NodeId(1)));
-    let blank = entry_at(&e, 1);
-    assert_eq!(blank.id, lid(1, 1));
-    assert_eq!(blank.payload, Payload::Blank);
-    assert_eq!(e.take_actions(), leader_start_of_node_1(blank));
+    let first = entry_at(&e, 1);
+    assert_eq!(first.id, lid(1, 1));
+    assert_eq!(first.payload, bootstrap(&[1, 2, 3]));
+    assert_eq!(e.take_actions(), leader_start_of_node_1(first));
+    // Exactly the configuration in effect: no change, now recorded at 1.
+    assert_eq!(e.membership(), &members(&[1, 2, 3], &[]));
+    assert_eq!(e.membership_index(), LogIndex(1));
 }
 
 /// §5.2: the same rule in the other order: a durable own vote plus one
@@ -147,8 +157,8 @@ fn s5_2_candidate_with_durable_vote_leads_on_first_grant() {
     assert_eq!(e.role(), Role::Candidate);
     step(&mut e, env(3, 1, 1, vote_resp(true)));
     assert_eq!(e.role(), Role::Leader);
-    let blank = entry_at(&e, 1);
-    assert_eq!(e.take_actions(), leader_start_of_node_1(blank));
+    let first = entry_at(&e, 1);
+    assert_eq!(e.take_actions(), leader_start_of_node_1(first));
 }
 
 /// §5.2: a candidate refused by a quorum becomes a follower in its term,
@@ -207,7 +217,8 @@ fn s5_2_candidate_steps_down_for_leader_of_same_term() {
 }
 
 /// §5.2 and §8: a group of one votes for itself on its first tick, leads
-/// once that vote is durable, appends a blank entry and commits it alone
+/// once that vote is durable, appends the first entry of its term (its
+/// bootstrap voters, as its log records no membership) and commits it alone
 /// once it is durable; a proposal then commits the same way.
 #[test]
 fn s8_single_voter_elects_itself_and_commits_alone() {
@@ -218,15 +229,15 @@ fn s8_single_voter_elects_itself_and_commits_alone() {
 
     e.on_persisted(None);
     assert_eq!(e.role(), Role::Leader);
-    let blank = entry_at(&e, 1);
-    assert_eq!((blank.id, &blank.payload), (lid(1, 1), &Payload::Blank));
+    let first = entry_at(&e, 1);
+    assert_eq!((first.id, &first.payload), (lid(1, 1), &bootstrap(&[1])));
     assert_eq!(
         e.take_actions(),
-        vec![Action::AppendLog(vec![blank.clone()])]
+        vec![Action::AppendLog(vec![first.clone()])]
     );
 
     e.on_persisted(Some(lid(1, 1)));
-    assert_eq!(e.take_actions(), vec![Action::Apply(vec![blank])]);
+    assert_eq!(e.take_actions(), vec![Action::Apply(vec![first])]);
 
     let id = e.propose(Bytes::from_static(b"x")).expect("leader");
     assert_eq!(id, lid(1, 2));

@@ -12,7 +12,8 @@ fn ids(v: &[u64]) -> BTreeSet<NodeId> {
     v.iter().copied().map(NodeId).collect()
 }
 
-/// Node 1, leader of `voters` in term 1 with its blank entry committed.
+/// Node 1, leader of `voters` in term 1 with the first entry of its term
+/// (the bootstrap voters) committed.
 fn leader(voters: &[u64]) -> Engine {
     let mut e = engine(1, voters, plain);
     elect(&mut e);
@@ -42,7 +43,7 @@ fn case_20_add_learner_replicates_to_it_without_counting_it() {
             send(1, 2, 1, append(lid(1, 1), vec![entry.clone()], 1)),
             send(1, 3, 1, append(lid(1, 1), vec![entry.clone()], 1)),
             send(1, 4, 1, append(lid(1, 2), vec![], 1)),
-            // The commit index of the blank entry rides along.
+            // The commit index of the term's first entry rides along.
             save(1, Some(1), 1),
         ]
     );
@@ -195,7 +196,7 @@ fn case_20_second_change_while_one_is_uncommitted_is_refused() {
 /// new leader changes nothing before an entry of its own term is
 /// committed; it answers `NotReady`. A follower answers `NotLeader`.
 #[test]
-fn case_20_new_leader_refuses_changes_before_committing_its_blank() {
+fn case_20_new_leader_refuses_changes_before_committing_its_first_entry() {
     let mut e = engine(1, &[1, 2, 3], plain);
     elect(&mut e);
     assert_eq!(
@@ -572,4 +573,198 @@ fn s4_2_2_node_removed_by_an_uncommitted_change_still_campaigns() {
     assert_eq!(e.role(), Role::PreCandidate);
     let asked: Vec<u64> = messages(&e.take_actions()).iter().map(|m| m.to.0).collect();
     assert_eq!(asked, vec![1, 2]);
+}
+
+// ----- Bootstrap voters in the log -----
+
+/// Node `id` of a group restarted from `e`'s durable state (this test
+/// cluster flushes everything at once) but, as a driver restoring the
+/// groups it finds in its store does, with no voters given.
+fn restarted_without_voters(e: &Engine) -> Engine {
+    let (entries, term, vote, commit) = (log_entries(e), e.term(), e.vote(), e.commit_index());
+    let snapshot = e.snapshot_meta().map(|meta| Snapshot {
+        meta: meta.clone(),
+        data: Bytes::new(),
+    });
+    let compacted = e.compacted();
+    let entries = entries
+        .into_iter()
+        .filter(|x| x.id.index > compacted.index)
+        .collect();
+    engine(e.id().0, &[], move |init| {
+        init.entries = entries;
+        init.compacted = compacted;
+        init.snapshot = snapshot;
+        init.hard_state = HardState { term, vote, commit };
+    })
+}
+
+/// The first leader of a log that records no membership appends its
+/// bootstrap voters (exactly the configuration in effect) instead of a
+/// blank entry: the followers take it as any membership entry, nothing is
+/// reconfigured, and once it commits the leader may change the membership.
+#[test]
+fn bootstrap_voters_are_the_first_leaders_first_entry() {
+    let mut c = Cluster::new(vec![
+        engine(1, &[1, 2, 3], plain),
+        engine(2, &[1, 2, 3], plain),
+        engine(3, &[1, 2, 3], plain),
+    ]);
+    c.node_mut(1).campaign();
+    c.run();
+    let bootstrap_entry = Entry {
+        id: lid(1, 1),
+        timestamp: entry_at(c.node(1), 1).timestamp,
+        payload: bootstrap(&[1, 2, 3]),
+    };
+    for n in [1, 2, 3] {
+        let e = c.node(n);
+        assert_eq!(log_entries(e), vec![bootstrap_entry.clone()], "node {n}");
+        assert_eq!(e.membership(), &members(&[1, 2, 3], &[]), "node {n}");
+        assert_eq!(e.membership_index(), LogIndex(1), "node {n}");
+        assert_eq!(e.commit_index(), LogIndex(1), "node {n}");
+        assert_eq!(
+            c.applied_by(n),
+            std::slice::from_ref(&bootstrap_entry),
+            "node {n}"
+        );
+    }
+    // No joint configuration to leave, no second membership entry.
+    assert_eq!(c.node(1).last_log_id(), lid(1, 1));
+    let id = c
+        .node_mut(1)
+        .change_membership(MembershipChange::AddLearner(NodeId(4)))
+        .expect("the leader committed in its term");
+    assert_eq!(id, lid(1, 2));
+}
+
+/// A later leader, or one whose log holds a membership entry or a
+/// snapshot, appends a blank entry: the voters are recorded already.
+#[test]
+fn leader_of_a_log_recording_the_membership_appends_a_blank() {
+    let mut e = restarted(engine(1, &[1, 2, 3], |init| {
+        init.entries = vec![membership_ent(1, 1, members(&[1, 2, 3], &[])), ent(1, 2)];
+        init.hard_state = hs(1, None, 2);
+    }));
+    elect(&mut e);
+    let first = entry_at(&e, 3);
+    assert_eq!((first.id, &first.payload), (lid(2, 3), &Payload::Blank));
+    assert_eq!(e.membership_index(), LogIndex(1));
+
+    let mut e = restarted(engine(1, &[1, 2, 3], |init| {
+        init.snapshot = Some(snap(lid(1, 5), &[1, 2, 3], b"image"));
+        init.compacted = lid(1, 5);
+        init.hard_state = hs(1, None, 5);
+        init.applied = LogIndex(5);
+    }));
+    elect(&mut e);
+    let first = entry_at(&e, 6);
+    assert_eq!((first.id, &first.payload), (lid(2, 6), &Payload::Blank));
+}
+
+/// A new leader whose voters differ from its bootstrap list because the
+/// log says otherwise writes nothing: the log's membership is in effect
+/// and recorded.
+#[test]
+fn leader_follows_the_logs_membership_over_its_bootstrap_voters() {
+    let mut e = restarted(engine(1, &[1, 2, 3, 4, 5], |init| {
+        init.entries = vec![membership_ent(1, 1, members(&[1, 2, 3], &[]))];
+        init.hard_state = hs(1, None, 1);
+    }));
+    elect(&mut e);
+    assert_eq!(e.membership(), &members(&[1, 2, 3], &[]));
+    assert_eq!(entry_at(&e, 2).payload, Payload::Blank);
+}
+
+/// The bug this guards against: a group whose every node restarts without
+/// being given the voters (a driver restoring the groups of its store)
+/// still elects a leader and commits, because the voters are in the log.
+#[test]
+fn group_restarted_without_voters_elects_from_the_logged_bootstrap() {
+    let mut c = Cluster::new(vec![
+        engine(1, &[1, 2, 3], plain),
+        engine(2, &[1, 2, 3], plain),
+        engine(3, &[1, 2, 3], plain),
+    ]);
+    c.node_mut(1).campaign();
+    c.run();
+    c.node_mut(1).propose(Bytes::from_static(b"x")).unwrap();
+    c.run();
+    assert_eq!(c.node(3).commit_index(), LogIndex(2));
+
+    let mut c = Cluster::new(
+        [1, 2, 3]
+            .map(|n| restarted_without_voters(c.node(n)))
+            .into(),
+    );
+    for n in [1, 2, 3] {
+        assert_eq!(
+            c.node(n).membership(),
+            &members(&[1, 2, 3], &[]),
+            "node {n}"
+        );
+    }
+    let mut leader = None;
+    for now in (0..2000).step_by(10) {
+        c.tick(now);
+        leader = (1..=3).find(|&n| c.node(n).role() == Role::Leader);
+        if leader.is_some() {
+            break;
+        }
+    }
+    let leader = leader.expect("a leader after the restart");
+    let id = c
+        .node_mut(leader)
+        .propose(Bytes::from_static(b"y"))
+        .unwrap();
+    c.run();
+    assert_eq!(id.index, LogIndex(4), "after the new term's blank entry");
+    assert_eq!(entry_at(c.node(leader), 3).payload, Payload::Blank);
+    for n in [1, 2, 3] {
+        assert_eq!(c.node(n).commit_index(), LogIndex(4), "node {n}");
+    }
+}
+
+/// After compaction the snapshot carries the bootstrap voters: a single
+/// voter restarted without voters from its snapshot alone leads again.
+#[test]
+fn snapshot_carries_the_logged_bootstrap_voters() {
+    let mut e = engine(1, &[1], plain);
+    e.tick(0);
+    e.take_actions();
+    e.on_persisted(None);
+    let id = e.propose(Bytes::from_static(b"x")).unwrap();
+    e.take_actions();
+    e.on_persisted(Some(id));
+    e.take_actions();
+    assert_eq!(e.commit_index(), LogIndex(2));
+    assert!(e.on_snapshot_built(id, Bytes::from_static(b"image")));
+    let actions = e.take_actions();
+    let saved = actions.iter().find_map(|a| match a {
+        Action::SaveSnapshot(s) => Some(s.meta.clone()),
+        _ => None,
+    });
+    assert_eq!(
+        saved,
+        Some(SnapshotMeta {
+            last: id,
+            membership: members(&[1], &[])
+        })
+    );
+    // Restarted from the snapshot alone (the log compacted up to it).
+    let meta = e.snapshot_meta().cloned().expect("snapshot");
+    let mut e = engine(1, &[], |init| {
+        init.snapshot = Some(Snapshot {
+            meta,
+            data: Bytes::from_static(b"image"),
+        });
+        init.compacted = id;
+        init.hard_state = hs(1, Some(1), 2);
+    });
+    assert_eq!(e.membership(), &members(&[1], &[]));
+    e.tick(config().election_timeout_max_ms);
+    e.take_actions();
+    e.on_persisted(None);
+    assert_eq!(e.role(), Role::Leader);
+    assert_eq!(entry_at(&e, 3).payload, Payload::Blank);
 }

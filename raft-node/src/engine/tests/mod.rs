@@ -274,6 +274,14 @@ fn membership_ent(term: u64, index: u64, membership: Membership) -> Entry {
     }
 }
 
+/// What a new leader appends as the first entry of its term (§8) when its
+/// log records no membership yet (no membership entry, no snapshot): the
+/// bootstrap `voters`, so that they are in the replicated log. With a
+/// membership recorded, it appends [`Payload::Blank`].
+fn bootstrap(voters: &[u64]) -> Payload {
+    Payload::Membership(Box::new(members(voters, &[])))
+}
+
 /// A snapshot covering up to `last`, with the membership of `voters`.
 fn snap(last: LogId, voters: &[u64], data: &'static [u8]) -> Snapshot {
     Snapshot {
@@ -306,8 +314,8 @@ fn snapshot_resp(last: LogId, received: u64, installed: bool) -> Message {
 }
 
 /// For a leader just made by [`elect`]: its log is durable and every voter
-/// acknowledged all of it, so its blank entry is committed; drains the
-/// actions.
+/// acknowledged all of it, so the first entry of its term is committed;
+/// drains the actions.
 fn commit_all(e: &mut Engine) {
     let (me, term, last) = (e.id().0, e.term().0, e.last_log_id());
     e.on_persisted(Some(last));
@@ -352,7 +360,7 @@ fn step(e: &mut Engine, envelope: Envelope) {
 
 /// Makes `e` the leader of the next term: campaigns, collects grants from
 /// its peers (pre-vote and vote), reports its vote durable, and drains the
-/// actions (the blank entry and the first probes).
+/// actions (the first entry of its term and the first probes).
 fn elect(e: &mut Engine) {
     let me = e.id().0;
     let peers: Vec<u64> = e

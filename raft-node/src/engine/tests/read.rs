@@ -7,8 +7,9 @@ use raft_api::{ReadIndexRequest, ReadIndexResponse};
 use super::*;
 use crate::error::ReadError;
 
-/// Node 1, leader of `[1, 2, 3]` in term 1 with its blank entry committed
-/// and acknowledged by both followers; no heartbeat round sent yet.
+/// Node 1, leader of `[1, 2, 3]` in term 1 with the first entry of its term
+/// (the bootstrap voters) committed and acknowledged by both followers; no
+/// heartbeat round sent yet.
 fn leader() -> Engine {
     let mut e = engine(1, &[1, 2, 3], plain);
     elect(&mut e);
@@ -51,21 +52,22 @@ fn case_7_single_voter_read_is_ready_at_once_after_own_term_commit() {
 }
 
 /// Case 7 (thesis §6.4): a single voter's read that arrives before its
-/// blank entry commits waits for that commit.
+/// first entry (the bootstrap voters) commits waits for that commit.
 #[test]
 fn case_7_single_voter_read_waits_for_own_term_commit() {
     let mut e = engine(1, &[1], plain);
     e.tick(0);
     e.take_actions();
     e.on_persisted(None);
-    let blank = entry_at(&e, 1);
+    let first = entry_at(&e, 1);
+    assert_eq!(first.payload, bootstrap(&[1]));
     e.take_actions();
     e.read(7, ReadMode::ReadIndex).unwrap();
     assert_eq!(e.take_actions(), vec![]);
     e.on_persisted(Some(lid(1, 1)));
     assert_eq!(
         e.take_actions(),
-        vec![ready(7, 1), Action::Apply(vec![blank])]
+        vec![ready(7, 1), Action::Apply(vec![first])]
     );
 }
 
@@ -116,10 +118,16 @@ fn case_7_reads_during_a_round_share_the_next_round() {
 /// new commit index (not the stale one the leader restarted with) and
 /// confirmed by a round sent after that.
 #[test]
-fn case_7_new_leader_serves_no_read_before_its_blank_commits() {
+fn case_7_new_leader_serves_no_read_before_its_first_entry_commits() {
     let mut e = restarted(engine(1, &[1, 2, 3], stored(&[1, 1], 1, None, 0)));
     elect(&mut e);
-    let blank = entry_at(&e, 3);
+    // The log records no membership: the term's first entry holds the
+    // bootstrap voters, and it is the entry reads wait for.
+    let first = entry_at(&e, 3);
+    assert_eq!(
+        (first.id, &first.payload),
+        (lid(2, 3), &bootstrap(&[1, 2, 3]))
+    );
     e.read(7, ReadMode::ReadIndex).unwrap();
     assert_eq!(e.take_actions(), vec![]);
 
@@ -148,7 +156,7 @@ fn case_7_new_leader_serves_no_read_before_its_blank_commits() {
         vec![
             send(1, 2, 2, heartbeat_round(3, 2)),
             send(1, 3, 2, heartbeat_round(0, 2)),
-            Action::Apply(vec![ent(1, 1), ent(1, 2), blank]),
+            Action::Apply(vec![ent(1, 1), ent(1, 2), first]),
             send(1, 2, 2, append(lid(2, 3), vec![], 3)),
         ]
     );

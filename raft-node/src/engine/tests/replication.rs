@@ -152,8 +152,8 @@ fn s5_3_follower_commit_is_capped_at_append_end() {
     );
 }
 
-/// A leader of term 3 whose log is `1 1 2 2 2` followed by its blank
-/// entry, probing peers 2 and 3 from index 6.
+/// A leader of term 3 whose log is `1 1 2 2 2` followed by the first entry
+/// of its term (the bootstrap voters), probing peers 2 and 3 from index 6.
 fn leader_with_terms_1_1_2_2_2() -> Engine {
     let mut e = engine(1, &[1, 2, 3], stored(&[1, 1, 2, 2, 2], 2, None, 0));
     elect(&mut e);
@@ -290,7 +290,8 @@ fn flow_control_bounds_inflight_appends() {
 fn flow_control_bounds_message_bytes_but_sends_one_entry() {
     let mut e = engine(1, &[1, 2], |i| i.config.max_append_bytes = 100);
     elect(&mut e);
-    // The probe with the blank entry is still unanswered: proposals wait.
+    // The probe with the term's first entry is still unanswered: proposals
+    // wait.
     for cmd in [&[0u8; 10][..], &[1; 10], &[2; 200], &[3; 10]] {
         e.propose(Bytes::copy_from_slice(cmd)).unwrap();
     }
@@ -347,14 +348,14 @@ fn flow_control_probe_sends_one_and_heartbeat_resp_resumes() {
 fn heartbeat_carries_commit_capped_at_match() {
     let mut e = engine(1, &[1, 2, 3], plain);
     elect(&mut e);
-    let blank = entry_at(&e, 1);
+    let first = entry_at(&e, 1);
     step(&mut e, env(2, 1, 1, success(1)));
     assert_eq!(e.take_actions(), vec![]);
     e.on_persisted(Some(lid(1, 1)));
     assert_eq!(
         e.take_actions(),
         vec![
-            Action::Apply(vec![blank]),
+            Action::Apply(vec![first]),
             send(1, 2, 1, append(lid(1, 1), vec![], 1)),
         ]
     );
@@ -411,7 +412,7 @@ fn hlc_new_leader_stamps_after_every_entry_it_holds() {
     step(&mut f, env(1, 2, 1, append(lid(0, 0), vec![e], 0)));
     f.take_actions();
     assert!(f.clock() > ahead, "merged: {} > {ahead}", f.clock());
-    // Node 2 takes over; its first entry (the blank) comes after.
+    // Node 2 takes over; the first entry of its term comes after.
     f.tick(10_000);
     f.take_actions();
     let term = f.term().0 + 1;
@@ -420,8 +421,8 @@ fn hlc_new_leader_stamps_after_every_entry_it_holds() {
     f.on_persisted(None);
     step(&mut f, env(1, 2, term, vote_resp(true)));
     assert_eq!(f.role(), Role::Leader);
-    let blank = f.entry(LogIndex(2)).expect("the new leader's blank entry");
-    assert!(blank.timestamp > ahead, "{} > {ahead}", blank.timestamp);
+    let first = f.entry(LogIndex(2)).expect("the new leader's first entry");
+    assert!(first.timestamp > ahead, "{} > {ahead}", first.timestamp);
 }
 
 /// A leader sends each follower one append for all the proposals made

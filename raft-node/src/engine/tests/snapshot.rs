@@ -262,6 +262,8 @@ fn leader_from_snapshot(image: &'static [u8]) -> Engine {
     }));
     elect(&mut e);
     assert_eq!(e.last_log_id(), lid(2, 6));
+    // The snapshot records the membership: the term starts with a blank.
+    assert_eq!(entry_at(&e, 6).payload, Payload::Blank);
     e
 }
 

@@ -7,8 +7,8 @@ use super::*;
 use crate::engine::MembershipChange;
 use crate::error::{ChangeError, ProposeError, TransferError};
 
-/// Node 1, leader of `[1, 2, 3]` in term 1 with its blank entry committed
-/// and acknowledged by both followers.
+/// Node 1, leader of `[1, 2, 3]` in term 1 with the first entry of its term
+/// (the bootstrap voters) committed and acknowledged by both followers.
 fn leader() -> Engine {
     let mut e = engine(1, &[1, 2, 3], plain);
     elect(&mut e);
