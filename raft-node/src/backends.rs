@@ -323,9 +323,9 @@ pub enum AnyLogStore {
     /// In memory.
     #[cfg(feature = "mem")]
     Mem(storage_mem::MemLogStore),
-    /// LMDB.
+    /// LMDB (boxed: the store is far larger than the other variants).
     #[cfg(feature = "lmdb")]
-    Lmdb(storage_lmdb::LmdbLogStore),
+    Lmdb(Box<storage_lmdb::LmdbLogStore>),
 }
 
 macro_rules! each_store {
@@ -421,9 +421,9 @@ pub fn open_log_store(
                     ));
                 };
                 let options = storage_lmdb::LmdbOptions::new(cluster_id);
-                Ok(AnyLogStore::Lmdb(storage_lmdb::LmdbLogStore::open(
-                    dir, options,
-                )?))
+                Ok(AnyLogStore::Lmdb(Box::new(
+                    storage_lmdb::LmdbLogStore::open(dir, options)?,
+                )))
             }
             #[cfg(not(feature = "lmdb"))]
             {

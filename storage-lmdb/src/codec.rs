@@ -9,8 +9,17 @@ use raft_api::{Entry, GroupId, LogId, LogIndex, SnapshotMeta};
 use serde::de::DeserializeOwned;
 use serde::{Deserialize, Serialize};
 
-/// Version of the on-disk layout this build writes and reads.
-pub(crate) const FORMAT_VERSION: u32 = 1;
+/// Version of the on-disk layout this build writes and reads. Version 2
+/// added the journal (`crate::journal`); a version 1 directory is read as
+/// a version 2 one without a journal, and its format record is rewritten at
+/// open, so that a build that knows nothing of journals refuses it.
+pub(crate) const FORMAT_VERSION: u32 = 2;
+
+/// The oldest version this build reads.
+const OLDEST_FORMAT_VERSION: u32 = 1;
+
+/// Key of the journal's generation in the `meta` database.
+pub(crate) const JOURNAL_KEY: &[u8] = b"journal";
 
 /// First bytes of the format record.
 const FORMAT_MAGIC: &[u8; 8] = b"raftlmdb";
@@ -142,13 +151,29 @@ pub(crate) fn encode_format(cluster_id: u64) -> Vec<u8> {
     seal(FORMAT_KEY, &body)
 }
 
+/// The journal generation record.
+pub(crate) fn encode_generation(generation: u64) -> Vec<u8> {
+    seal(JOURNAL_KEY, &generation.to_be_bytes())
+}
+
+/// Reads a journal generation record.
+pub(crate) fn decode_generation(value: &[u8]) -> Result<u64, String> {
+    let body = unseal(JOURNAL_KEY, value)?;
+    let bytes: [u8; 8] = body
+        .try_into()
+        .map_err(|_| format!("journal generation of {} bytes", body.len()))?;
+    Ok(u64::from_be_bytes(bytes))
+}
+
 /// What a format record says.
 #[derive(Debug, PartialEq, Eq)]
 pub(crate) enum Format {
-    /// Written by this version: the directory's cluster id.
+    /// Written by this version or an older one this build reads.
     Current {
         /// Cluster the directory belongs to.
         cluster_id: u64,
+        /// The version the record names.
+        version: u32,
     },
     /// Written by a newer version of this crate.
     Newer {
@@ -175,7 +200,7 @@ pub(crate) fn decode_format(value: &[u8]) -> Result<Format, String> {
         let sealed = unseal(FORMAT_KEY, value).is_ok();
         return Ok(Format::Newer { version, sealed });
     }
-    if version != FORMAT_VERSION {
+    if version < OLDEST_FORMAT_VERSION {
         return Err(format!("unknown format version {version}"));
     }
     let body = unseal(FORMAT_KEY, value).map_err(|e| format!("format record: {e}"))?;
@@ -185,6 +210,7 @@ pub(crate) fn decode_format(value: &[u8]) -> Result<Format, String> {
         .ok_or("the format record has the wrong length")?;
     Ok(Format::Current {
         cluster_id: u64::from_be_bytes(cluster),
+        version,
     })
 }
 
@@ -216,29 +242,53 @@ mod tests {
     }
 
     #[test]
+    fn journal_generation_round_trips_and_is_checked() {
+        let record = encode_generation(77);
+        assert_eq!(decode_generation(&record), Ok(77));
+        let mut flipped = record.clone();
+        flipped[6] ^= 1;
+        assert!(decode_generation(&flipped).is_err());
+        assert!(decode_generation(&seal(JOURNAL_KEY, b"short")).is_err());
+    }
+
+    #[test]
     fn format_record_round_trips_and_recognises_newer_versions() {
         let record = encode_format(42);
         assert_eq!(
             decode_format(&record),
-            Ok(Format::Current { cluster_id: 42 })
+            Ok(Format::Current {
+                cluster_id: 42,
+                version: FORMAT_VERSION
+            })
         );
-        let mut newer = encode_format(42)[4..].to_vec();
-        newer[11] = 2;
-        let newer = seal(FORMAT_KEY, &newer);
+        let with_version = |version: u8| {
+            let mut body = encode_format(42)[4..].to_vec();
+            body[11] = version;
+            seal(FORMAT_KEY, &body)
+        };
+        // Version 1 (before the journal) is still read.
         assert_eq!(
-            decode_format(&newer),
+            decode_format(&with_version(1)),
+            Ok(Format::Current {
+                cluster_id: 42,
+                version: 1
+            })
+        );
+        assert!(decode_format(&with_version(0)).is_err());
+        assert_eq!(
+            decode_format(&with_version(3)),
             Ok(Format::Newer {
-                version: 2,
+                version: 3,
                 sealed: true
             })
         );
         // A flipped version bit: it looks newer, but fails its checksum.
         let mut flipped = record.clone();
-        flipped[4 + 11] ^= 0x02;
+        flipped[4 + 11] ^= 0x04;
         assert_eq!(
             decode_format(&flipped),
             Ok(Format::Newer {
-                version: 3,
+                version: 6,
                 sealed: false
             })
         );

@@ -76,10 +76,13 @@
 mod codec;
 mod env;
 mod group;
+mod journal;
 mod lock;
 mod options;
 mod snapshot_file;
 mod store;
 
-pub use options::{DEFAULT_INITIAL_MAP_SIZE, DEFAULT_MAX_MAP_SIZE, LmdbOptions};
+pub use options::{
+    DEFAULT_CHECKPOINT_BYTES, DEFAULT_INITIAL_MAP_SIZE, DEFAULT_MAX_MAP_SIZE, LmdbOptions,
+};
 pub use store::LmdbLogStore;

@@ -15,6 +15,9 @@ pub const DEFAULT_MAX_MAP_SIZE: usize = if usize::BITS >= 64 {
     1 << 30
 };
 
+/// Default [`LmdbOptions::checkpoint_bytes`]: 2 MiB.
+pub const DEFAULT_CHECKPOINT_BYTES: u64 = 2 << 20;
+
 /// Settings of a [`LmdbLogStore`](crate::LmdbLogStore).
 ///
 /// ```
@@ -50,6 +53,20 @@ pub struct LmdbOptions {
     /// checksums of what it reads, but a full scan costs time proportional
     /// to the data.
     pub verify_on_open: bool,
+    /// How large the journal grows before a flush checkpoints, in bytes
+    /// (give or take a quarter, chosen at random at each checkpoint, so
+    /// that replicas receiving the same writes do not all checkpoint at
+    /// once).
+    ///
+    /// A flush appends what was staged to the journal, a file next to the
+    /// environment, and syncs that one file; a *checkpoint* commits
+    /// everything journaled into LMDB (one transaction, whose commit syncs
+    /// the data file and then writes LMDB's meta page synchronously) and
+    /// starts a new journal. Writes staged since a checkpoint are kept in
+    /// memory until the next one, and opening the store replays the
+    /// journal, so this bounds both. A flush with a staged snapshot always
+    /// checkpoints. 0 turns the journal off: every flush is a checkpoint.
+    pub checkpoint_bytes: u64,
 }
 
 impl LmdbOptions {
@@ -60,6 +77,7 @@ impl LmdbOptions {
             initial_map_size: DEFAULT_INITIAL_MAP_SIZE,
             max_map_size: DEFAULT_MAX_MAP_SIZE,
             verify_on_open: false,
+            checkpoint_bytes: DEFAULT_CHECKPOINT_BYTES,
         }
     }
 

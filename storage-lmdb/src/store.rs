@@ -15,6 +15,7 @@ use raft_api::{
 use crate::codec;
 use crate::env;
 use crate::group::GroupView;
+use crate::journal::{Journal, OpRef};
 use crate::lock::DirLock;
 use crate::options::LmdbOptions;
 use crate::snapshot_file;
@@ -32,6 +33,8 @@ pub(crate) const SNAPSHOT_DIR: &str = "snapshots";
 /// The store's LMDB databases.
 #[derive(Clone, Copy)]
 pub(crate) struct Dbs {
+    /// The format record and the journal's generation.
+    pub(crate) meta: Database<Bytes, Bytes>,
     /// Log entries by (group, index).
     pub(crate) entries: Database<Bytes, Bytes>,
     /// Hard state by group.
@@ -134,6 +137,8 @@ pub struct LmdbLogStore {
     /// The commit of a flush whose outcome is not applied yet: while the
     /// flush awaits it, or after the flush's future was dropped.
     in_flight: Option<flush::InFlight>,
+    /// Writes staged since the last checkpoint, and where they go.
+    journal: Journal,
     /// Run by every commit before it touches the disk.
     #[cfg(test)]
     commit_hook: Option<flush::CommitHook>,
@@ -196,6 +201,7 @@ impl LmdbLogStore {
         snapshot_file::sync_dir(&dir)?;
         recovery::create_snapshot_dir(&snap_dir)?;
         snapshot_file::sync_dir(&dir)?;
+        let dir_for_journal = dir.clone();
         let mut store = Self {
             dir,
             data_path,
@@ -205,11 +211,14 @@ impl LmdbLogStore {
             groups: BTreeMap::new(),
             max_map_size,
             in_flight: None,
+            journal: Journal::new(&dir_for_journal, 0, options.checkpoint_bytes),
             #[cfg(test)]
             commit_hook: None,
             _lock: lock,
         };
         store.groups = store.load()?;
+        store.journal.generation = store.journal_generation()?;
+        store.replay_journal()?;
         store.remove_stray_snapshot_files();
         if options.verify_on_open {
             store.verify()?;
@@ -226,7 +235,11 @@ impl LmdbLogStore {
     /// by a crash). After a dropped flush, its writes count as staged until
     /// the next flush.
     pub fn has_unflushed(&self) -> bool {
-        self.groups.values().any(|g| g.dirty)
+        let journal = &self.journal;
+        self.in_flight.is_some()
+            || !journal.pending.is_empty()
+            || ((!journal.enabled() || journal.checkpoint_needed)
+                && self.groups.values().any(|g| g.dirty))
     }
 
     /// Current size of the memory map in bytes (it grows on demand).
@@ -460,6 +473,7 @@ impl LogStore for LmdbLogStore {
     }
 
     fn save_hard_state(&mut self, group: GroupId, state: HardState) -> Result<(), StorageError> {
+        self.journal.record_op(&OpRef::HardState(group, state))?;
         let view = self.groups.entry(group).or_default();
         view.hard_state = state;
         view.staged();
@@ -484,6 +498,7 @@ impl LogStore for LmdbLogStore {
             }
             last = entry.id.index;
         }
+        self.journal.record_op(&OpRef::Append(group, entries))?;
         self.groups.entry(group).or_default().append(entries);
         Ok(())
     }
@@ -514,6 +529,7 @@ impl LogStore for LmdbLogStore {
         } else {
             self.read_stored_entry(group, prev)?.id
         };
+        self.journal.record_op(&OpRef::Truncate(group, from))?;
         if let Some(view) = self.groups.get_mut(&group) {
             view.truncate(from, new_last);
         }
@@ -535,6 +551,7 @@ impl LogStore for LmdbLogStore {
                 "{group}: cannot compact up to the largest possible index"
             )));
         }
+        self.journal.record_op(&OpRef::Compact(group, upto))?;
         self.groups.entry(group).or_default().compact(upto);
         Ok(())
     }
@@ -542,6 +559,8 @@ impl LogStore for LmdbLogStore {
     /// Stages `snapshot` as the group's snapshot, replacing any previous
     /// one. The image is written to its file at the next flush.
     fn save_snapshot(&mut self, group: GroupId, snapshot: &Snapshot) -> Result<(), StorageError> {
+        // The image is written by a checkpoint, not journaled.
+        self.journal.checkpoint_needed = true;
         let view = self.groups.entry(group).or_default();
         view.staged_snapshot = Some(snapshot.clone());
         view.staged();

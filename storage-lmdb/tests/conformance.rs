@@ -45,14 +45,26 @@ fn lmdb_log_store_passes_the_log_store_suite() {
     run_log_store_suite(LmdbHarness::new(LmdbOptions::new(1)));
 }
 
-/// The same with a map that starts at 1 MiB and must grow many times (the
-/// suite writes a few megabytes in total).
+/// The same without the journal (every flush an LMDB commit), with a map
+/// that starts at 1 MiB and must grow many times (the suite writes a few
+/// megabytes in total).
 #[test]
-fn lmdb_log_store_passes_the_suite_with_a_small_growing_map() {
+fn lmdb_log_store_passes_the_suite_without_journal_and_with_a_small_growing_map() {
     run_log_store_suite(LmdbHarness::new(LmdbOptions {
         initial_map_size: 1 << 20,
         max_map_size: 1 << 30,
         verify_on_open: true,
+        checkpoint_bytes: 0,
         ..LmdbOptions::new(2)
+    }));
+}
+
+/// The same with a journal so small that flushes alternate between
+/// journal records and checkpoints.
+#[test]
+fn lmdb_log_store_passes_the_suite_with_frequent_checkpoints() {
+    run_log_store_suite(LmdbHarness::new(LmdbOptions {
+        checkpoint_bytes: 4096,
+        ..LmdbOptions::new(3)
     }));
 }

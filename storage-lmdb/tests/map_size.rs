@@ -34,6 +34,8 @@ fn options(max_map_size: usize) -> LmdbOptions {
     LmdbOptions {
         initial_map_size: 1 << 20,
         max_map_size,
+        // Every flush commits into LMDB, so every flush may grow the map.
+        checkpoint_bytes: 0,
         ..LmdbOptions::new(1)
     }
 }

@@ -1,7 +1,12 @@
-//! Flushing: snapshot images to files, then one LMDB transaction for every
-//! group's staged writes, on Tokio's blocking pool when a runtime is current.
+//! Flushing, on Tokio's blocking pool when a runtime is current: either one
+//! record appended to the journal (see [`crate::journal`]), or a
+//! *checkpoint*: snapshot images to files, then one LMDB transaction for
+//! every group's staged writes, which also starts a new journal.
 //!
-//! A flush has three steps:
+//! A flush appends to the journal when the journal is on, no snapshot is
+//! staged, the last checkpoint or journal write did not fail, and the
+//! journal stays within its limit; otherwise it checkpoints. A checkpoint
+//! has three steps:
 //!
 //! 1. [`LmdbLogStore::prepare`], on the polling thread: gathers what is
 //!    staged into a [`Commit`] that owns it (entries and snapshot images
@@ -14,7 +19,12 @@
 //! 3. [`LmdbLogStore::apply`], back on the store: a committed group's view
 //!    has nothing staged any more.
 //!
-//! A flush future dropped during step 2 leaves its commit running. The
+//! A journal write takes the encoded writes pending since the last one; its
+//! views stay as they are (their writes are durable, but not in LMDB until
+//! the next checkpoint).
+//!
+//! A flush future dropped during step 2 (or during a journal write) leaves
+//! its commit running. The
 //! store keeps it as [`InFlight`]: every method that opens a transaction
 //! (and dropping the store) waits for it to end, and the next flush waits
 //! for it and applies its outcome before preparing its own commit, so two
@@ -24,7 +34,7 @@
 use std::any::Any;
 use std::collections::BTreeMap;
 use std::fmt;
-use std::fs;
+use std::fs::{self, File};
 use std::io;
 use std::ops::Bound;
 use std::panic::{self, AssertUnwindSafe};
@@ -39,6 +49,7 @@ use tokio::task::JoinHandle;
 use super::{Dbs, LmdbLogStore};
 use crate::codec::{self, BoundsRecord, SnapshotRecord};
 use crate::env::{self, align_up};
+use crate::journal::JournalWrite;
 use crate::snapshot_file;
 
 #[cfg(test)]
@@ -47,10 +58,56 @@ mod tests;
 /// Records of the snapshot images a commit wrote, by group.
 type Written = BTreeMap<GroupId, SnapshotRecord>;
 
-/// How a commit ended: `Ok` exactly when its transaction committed.
-type Outcome = Result<Written, StorageError>;
+/// How a commit or journal write ended: `Ok` exactly when its transaction
+/// committed, or its record was written and synced.
+type Outcome = Result<Done, StorageError>;
 
-/// Run by every commit before it touches the disk (tests only: to see
+/// What a successful commit or journal write did.
+enum Done {
+    /// A checkpoint committed, writing these snapshot images.
+    Committed(Written),
+    /// A journal record was synced: the journal's file and its new end.
+    Journaled(Arc<File>, u64),
+}
+
+/// The disk work of a flush.
+enum Work {
+    /// A checkpoint.
+    Checkpoint(Commit),
+    /// A journal write, and the store's commit hook (tests only).
+    Journal(JournalWrite, #[cfg(test)] Option<CommitHook>),
+}
+
+impl Work {
+    fn run(self) -> Outcome {
+        match self {
+            Work::Checkpoint(commit) => commit.run().map(Done::Committed),
+            #[cfg(test)]
+            Work::Journal(write, hook) => {
+                if let Some(hook) = hook {
+                    hook();
+                }
+                let (file, end) = write.run()?;
+                Ok(Done::Journaled(file, end))
+            }
+            #[cfg(not(test))]
+            Work::Journal(write) => {
+                let (file, end) = write.run()?;
+                Ok(Done::Journaled(file, end))
+            }
+        }
+    }
+}
+
+/// Which kind of work is in flight, and what applying its outcome needs.
+pub(super) enum Kind {
+    /// A checkpoint of these views, starting this journal generation.
+    Checkpoint(Plan, Option<u64>),
+    /// A journal write.
+    Journal,
+}
+
+/// Run by every commit and journal write before it touches the disk (tests only: to see
 /// which thread commits, to hold a commit back, or to make it panic).
 #[cfg(test)]
 pub(super) type CommitHook = Arc<dyn Fn() + Send + Sync>;
@@ -65,6 +122,9 @@ struct Commit {
     max_map_size: usize,
     groups: Vec<GroupCommit>,
     snapshots: Vec<SnapshotCommit>,
+    /// The journal generation this checkpoint starts, and the file of the
+    /// one it ends (removed once committed).
+    journal: Option<(u64, PathBuf)>,
     #[cfg(test)]
     hook: Option<CommitHook>,
 }
@@ -98,7 +158,7 @@ pub(super) struct Plan {
 /// A commit on the blocking pool whose outcome the store has not applied
 /// yet: while a flush awaits it, or after that flush's future was dropped.
 pub(super) struct InFlight {
-    plan: Plan,
+    kind: Kind,
     slot: Arc<Slot>,
     handle: JoinHandle<()>,
 }
@@ -196,28 +256,45 @@ impl LmdbLogStore {
     /// Writes everything staged; see the module's documentation.
     pub(super) async fn flush_staged(&mut self) -> Result<(), StorageError> {
         // A commit left running by a dropped flush. Its error was for that
-        // flush's caller: whatever it did not commit is still staged, and
-        // is committed below.
+        // flush's caller: whatever it did not commit is still staged (or,
+        // for a journal write, is committed by a checkpoint), and is
+        // written below.
         let _ = self.settle().await;
-        let Some((commit, plan)) = self.prepare() else {
-            return Ok(());
+        let (work, kind) = if self.journal.can_append() {
+            if self.journal.pending.is_empty() {
+                return Ok(());
+            }
+            let write = self.journal.take_write();
+            #[cfg(test)]
+            let work = Work::Journal(write, self.commit_hook.clone());
+            #[cfg(not(test))]
+            let work = Work::Journal(write);
+            (work, Kind::Journal)
+        } else {
+            let Some((commit, plan)) = self.prepare() else {
+                return Ok(());
+            };
+            // The checkpoint covers every write journaled or pending.
+            self.journal.pending.clear();
+            let started = commit.journal.as_ref().map(|(generation, _)| *generation);
+            (Work::Checkpoint(commit), Kind::Checkpoint(plan, started))
         };
         match Handle::try_current() {
             Ok(runtime) => {
                 let slot = Arc::new(Slot::default());
                 let reporter = Reporter(Some(Arc::clone(&slot)));
-                // `run` consumes the commit, so its `Env` is gone before the
+                // `run` consumes the work, so its `Env` is gone before the
                 // outcome is reported: a store dropped after waiting for the
                 // report has closed the environment when it unlocks the
                 // directory.
-                let handle = runtime.spawn_blocking(move || reporter.report(commit.run()));
-                self.in_flight = Some(InFlight { plan, slot, handle });
+                let handle = runtime.spawn_blocking(move || reporter.report(work.run()));
+                self.in_flight = Some(InFlight { kind, slot, handle });
                 self.settle().await
             }
             Err(_) => {
-                let outcome = panic::catch_unwind(AssertUnwindSafe(|| commit.run()))
+                let outcome = panic::catch_unwind(AssertUnwindSafe(|| work.run()))
                     .unwrap_or_else(|payload| Err(panicked(&*payload)));
-                self.apply(plan, outcome)
+                self.apply(kind, outcome)
             }
         }
     }
@@ -238,7 +315,7 @@ impl LmdbLogStore {
             (Err(join_error), Err(_)) => Err(stopped(format_args!("failed: {join_error}"))),
             (_, outcome) => outcome,
         };
-        self.apply(in_flight.plan, outcome)
+        self.apply(in_flight.kind, outcome)
     }
 
     /// The commit of everything staged, and the views it covers; `None`
@@ -272,7 +349,12 @@ impl LmdbLogStore {
         if plan.groups.is_empty() {
             return None;
         }
+        let journal = self.journal.touched.then(|| {
+            let generation = self.journal.generation.wrapping_add(1);
+            (generation, self.journal.path(self.journal.generation))
+        });
         let commit = Commit {
+            journal,
             env: self.env.clone(),
             dbs: self.dbs,
             data_path: self.data_path.clone(),
@@ -286,10 +368,34 @@ impl LmdbLogStore {
         Some((commit, plan))
     }
 
-    /// Applies the outcome of the commit of `plan`: a committed group whose
+    /// Applies the outcome of a checkpoint or journal write.
+    fn apply(&mut self, kind: Kind, outcome: Outcome) -> Result<(), StorageError> {
+        match (kind, outcome) {
+            (Kind::Checkpoint(plan, started), Ok(Done::Committed(written))) => {
+                self.checkpointed(plan, written);
+                self.journal.checkpointed(started);
+                Ok(())
+            }
+            (Kind::Journal, Ok(Done::Journaled(file, end))) => {
+                self.journal.file = Some(file);
+                self.journal.end = end;
+                Ok(())
+            }
+            (_, Ok(_)) => Err(StorageError::Other(
+                "storage-lmdb: a flush's outcome does not match its work".into(),
+            )),
+            (_, Err(e)) => {
+                // The writes taken by the failed work are in the views: a
+                // checkpoint writes them.
+                self.journal.checkpoint_needed = true;
+                Err(e)
+            }
+        }
+    }
+
+    /// Applies a committed checkpoint of `plan`: a committed group whose
     /// view was not staged to since has nothing staged any more.
-    fn apply(&mut self, plan: Plan, outcome: Outcome) -> Result<(), StorageError> {
-        let mut written = outcome?;
+    fn checkpointed(&mut self, plan: Plan, mut written: Written) {
         for (group, writes) in plan.groups {
             let Some(view) = self.groups.get_mut(&group) else {
                 continue;
@@ -299,13 +405,12 @@ impl LmdbLogStore {
                 view.flushed(record);
             } else if record.is_some() {
                 // Staged to while the commit ran (its flush was dropped):
-                // the view's writes stay staged, and the next flush writes
-                // them again; the snapshot record follows the disk, so that
-                // flush gives its image a new generation.
+                // the view's writes stay staged, and the next checkpoint
+                // writes them again; the snapshot record follows the disk,
+                // so that checkpoint gives its image a new generation.
                 view.snapshot = record;
             }
         }
-        Ok(())
     }
 }
 
@@ -313,7 +418,7 @@ impl Commit {
     /// Writes snapshot images, then one transaction for every group,
     /// growing the map and retrying when it is full, then removes the
     /// images the new ones replace.
-    fn run(self) -> Outcome {
+    fn run(self) -> Result<Written, StorageError> {
         #[cfg(test)]
         if let Some(hook) = &self.hook {
             hook();
@@ -339,6 +444,10 @@ impl Commit {
                 Err(heed::Error::Mdb(MdbError::MapFull)) => self.grow_map()?,
                 Err(e) => return Err(env::lmdb_error(&self.data_path, e)),
             }
+        }
+        if let Some((_, replaced)) = &self.journal {
+            // Best effort: a file left behind is removed at next open.
+            let _ = fs::remove_file(replaced);
         }
         for staged in &self.snapshots {
             if let Some(old) = staged.replaces {
@@ -383,6 +492,10 @@ impl Commit {
                 .snapshots
                 .push((key, codec::encode(&key, record).map_err(encoding)?));
         }
+        batch.journal = self
+            .journal
+            .as_ref()
+            .map(|(generation, _)| codec::encode_generation(*generation));
         Ok(batch)
     }
 
@@ -410,6 +523,9 @@ impl Commit {
         }
         for (key, value) in &batch.snapshots {
             dbs.snapshots.put(&mut txn, key, value)?;
+        }
+        if let Some(generation) = &batch.journal {
+            dbs.meta.put(&mut txn, codec::JOURNAL_KEY, generation)?;
         }
         txn.commit()
     }
@@ -439,6 +555,8 @@ impl Commit {
 struct Batch {
     groups: Vec<GroupBatch>,
     snapshots: Vec<([u8; 8], Vec<u8>)>,
+    /// The journal generation record, when the commit starts one.
+    journal: Option<Vec<u8>>,
 }
 
 struct GroupBatch {

@@ -9,12 +9,13 @@ use std::path::Path;
 
 use heed::types::Bytes;
 use heed::{Database, Env, RoTxn, WithoutTls};
-use raft_api::{GroupId, HardState, LogIndex, StorageError};
+use raft_api::{GroupId, HardState, LogIndex, LogStore, StorageError};
 
 use super::{Dbs, LmdbLogStore};
 use crate::codec::{self, BoundsRecord, SnapshotRecord};
 use crate::env;
 use crate::group::GroupView;
+use crate::journal;
 use crate::snapshot_file::{self, ParsedName};
 
 /// The flushed records of one group.
@@ -45,6 +46,68 @@ impl LmdbLogStore {
                 (group, view)
             })
             .collect())
+    }
+
+    /// The journal generation LMDB records (0 when none is recorded).
+    pub(super) fn journal_generation(&self) -> Result<u64, StorageError> {
+        let txn = self.read_txn()?;
+        match self
+            .dbs
+            .meta
+            .get(&txn, codec::JOURNAL_KEY)
+            .map_err(|e| self.lmdb(e))?
+        {
+            None => Ok(0),
+            Some(value) => codec::decode_generation(value).map_err(|detail| {
+                self.corrupt(format!("database `meta`, key `journal`: {detail}"))
+            }),
+        }
+    }
+
+    /// Replays the journal of the current generation, if there is one, on
+    /// top of the loaded views, and removes journal files of other
+    /// generations. The replayed writes are durable (in the journal) but
+    /// not yet in LMDB: the next checkpoint commits them.
+    pub(super) fn replay_journal(&mut self) -> Result<(), StorageError> {
+        let generation = self.journal.generation;
+        journal::remove_others(&self.dir, generation);
+        let Some(journal::Opened { file, bytes, scan }) = journal::open(&self.dir, generation)?
+        else {
+            return Ok(());
+        };
+        let path = self.journal.path(generation);
+        let corrupt = |offset: usize, detail: String| StorageError::Corrupt {
+            path: path.clone(),
+            detail: format!("the record at byte {offset}: {detail}"),
+        };
+        self.journal.replaying = true;
+        let replayed = (|| {
+            for (offset, body) in &scan.records {
+                let ops = journal::decode_ops(&bytes[body.clone()])
+                    .map_err(|detail| corrupt(*offset, detail))?;
+                for op in ops {
+                    self.replay(op)
+                        .map_err(|e| corrupt(*offset, format!("it does not apply: {e}")))?;
+                }
+            }
+            Ok(())
+        })();
+        self.journal.replaying = false;
+        replayed?;
+        self.journal.file = Some(file);
+        self.journal.end = scan.valid as u64;
+        self.journal.touched = true;
+        Ok(())
+    }
+
+    /// Stages one replayed write, as the staging call that journaled it did.
+    fn replay(&mut self, op: journal::Op) -> Result<(), StorageError> {
+        match op {
+            journal::Op::HardState(group, state) => self.save_hard_state(group, state),
+            journal::Op::Append(group, entries) => self.append(group, &entries),
+            journal::Op::Truncate(group, from) => self.truncate(group, from),
+            journal::Op::Compact(group, upto) => self.compact(group, upto),
+        }
     }
 
     /// Decodes (checksums included) every hard state, bounds and snapshot
@@ -364,7 +427,7 @@ pub(super) fn open_databases(
     let meta = env
         .open_database::<Bytes, Bytes>(&txn, Some(META))
         .map_err(lmdb)?;
-    let [entries, hard_states, bounds, snapshots] = match meta {
+    let (meta, [entries, hard_states, bounds, snapshots]) = match meta {
         None => {
             // A new environment: it must be empty.
             let main = env
@@ -395,7 +458,7 @@ pub(super) fn open_databases(
             let others: [Database<Bytes, Bytes>; 4] = others
                 .try_into()
                 .map_err(|_| corrupt("cannot create the databases".into()))?;
-            others
+            (meta, others)
         }
         Some(meta) => {
             let record = meta
@@ -429,7 +492,9 @@ pub(super) fn open_databases(
                         ),
                     });
                 }
-                codec::Format::Current { cluster_id: stored } if stored != cluster_id => {
+                codec::Format::Current {
+                    cluster_id: stored, ..
+                } if stored != cluster_id => {
                     return Err(StorageError::Incompatible {
                         path: dir.to_path_buf(),
                         reason: format!(
@@ -444,7 +509,20 @@ pub(super) fn open_databases(
                         ),
                     });
                 }
-                codec::Format::Current { .. } => {}
+                codec::Format::Current { version, .. } => {
+                    if version < codec::FORMAT_VERSION {
+                        // An older layout this build reads: from now on
+                        // the directory may hold a journal, which a build
+                        // of that version would ignore, so it must refuse
+                        // the directory as newer.
+                        meta.put(
+                            &mut txn,
+                            codec::FORMAT_KEY,
+                            &codec::encode_format(cluster_id),
+                        )
+                        .map_err(lmdb)?;
+                    }
+                }
             }
             let mut others = Vec::with_capacity(OTHERS.len());
             for name in OTHERS {
@@ -457,12 +535,13 @@ pub(super) fn open_databases(
             let others: [Database<Bytes, Bytes>; 4] = others
                 .try_into()
                 .map_err(|_| corrupt("cannot open the databases".into()))?;
-            others
+            (meta, others)
         }
     };
     // Database handles opened in a transaction live on only if it commits.
     txn.commit().map_err(lmdb)?;
     Ok(Dbs {
+        meta,
         entries,
         hard_states,
         bounds,

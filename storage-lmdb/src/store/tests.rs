@@ -31,8 +31,17 @@ fn entry(index: u64) -> Entry {
     }
 }
 
+/// A store whose every flush is a checkpoint, so that what a flush writes
+/// is in LMDB, where these tests damage it.
 fn open(dir: &Path) -> Result<LmdbLogStore, StorageError> {
-    LmdbLogStore::open(dir, LmdbOptions::new(5))
+    LmdbLogStore::open(dir, options())
+}
+
+fn options() -> LmdbOptions {
+    LmdbOptions {
+        checkpoint_bytes: 0,
+        ..LmdbOptions::new(5)
+    }
 }
 
 /// A store in `dir` with entries 1..=5 of group `G`, flushed.
@@ -80,11 +89,11 @@ fn rewrite_format(dir: &Path, record: impl FnOnce(Vec<u8>) -> Vec<u8>) {
 #[test]
 fn a_newer_format_version_is_incompatible_not_corrupt() {
     let dir = tempfile::tempdir().unwrap();
-    // Version 1 -> 2 (big-endian, after the checksum and the magic),
+    // Version 2 -> 3 (big-endian, after the checksum and the magic),
     // sealed again as a newer version would write it.
     rewrite_format(dir.path(), |record| {
         let mut body = record[4..].to_vec();
-        body[11] = 2;
+        body[11] = 3;
         codec::seal(codec::FORMAT_KEY, &body)
     });
     match open(dir.path()) {
@@ -94,9 +103,9 @@ fn a_newer_format_version_is_incompatible_not_corrupt() {
                 unreachable!()
             };
             assert_eq!(path, dir.path());
-            assert!(reason.contains("format version 2"), "{reason}");
+            assert!(reason.contains("format version 3"), "{reason}");
             assert!(reason.contains("newer"), "{reason}");
-            assert!(fix.contains("reads format version 2"), "{fix}");
+            assert!(fix.contains("reads format version 3"), "{fix}");
             assert!(fix.contains("wiping the directory"), "{fix}");
             assert!(
                 message.contains(&dir.path().display().to_string()),
@@ -117,12 +126,39 @@ fn a_newer_format_version_is_incompatible_not_corrupt() {
 fn case_29_a_bit_flip_that_makes_the_format_version_look_newer_is_corrupt() {
     let dir = tempfile::tempdir().unwrap();
     rewrite_format(dir.path(), |mut record| {
-        record[15] ^= 0x02;
+        record[15] ^= 0x04;
         record
     });
     let detail = corrupt_detail(open(dir.path()));
     assert!(detail.contains("fails its checksum"), "{detail}");
-    assert!(detail.contains("format version 3"), "{detail}");
+    assert!(detail.contains("format version 6"), "{detail}");
+}
+
+#[test]
+fn a_version_1_directory_is_read_and_marked_version_2() {
+    let dir = tempfile::tempdir().unwrap();
+    drop(populated(dir.path()));
+    rewrite_format(dir.path(), |record| {
+        let mut body = record[4..].to_vec();
+        body[11] = 1;
+        codec::seal(codec::FORMAT_KEY, &body)
+    });
+    let store = open(dir.path()).unwrap();
+    assert_eq!(store.log_state(G).unwrap().last.index, LogIndex(5));
+    let txn = store.read_txn().unwrap();
+    let record = store
+        .dbs
+        .meta
+        .get(&txn, codec::FORMAT_KEY)
+        .unwrap()
+        .unwrap();
+    assert_eq!(
+        codec::decode_format(record),
+        Ok(codec::Format::Current {
+            cluster_id: 5,
+            version: codec::FORMAT_VERSION
+        })
+    );
 }
 
 #[test]
@@ -205,7 +241,7 @@ fn a_missing_entry_inside_the_log_is_reported() {
         dir.path(),
         LmdbOptions {
             verify_on_open: true,
-            ..LmdbOptions::new(5)
+            ..options()
         },
     );
     assert!(corrupt_detail(verified).contains("missing"));

@@ -49,8 +49,14 @@ fn snapshot(data: &'static [u8]) -> Snapshot {
     }
 }
 
+/// A store whose every flush is a checkpoint (no journal): these tests are
+/// about the LMDB commit (the journal's are in `store::tests`).
 fn open(dir: &Path) -> LmdbLogStore {
-    LmdbLogStore::open(dir, LmdbOptions::new(6)).unwrap()
+    let options = LmdbOptions {
+        checkpoint_bytes: 0,
+        ..LmdbOptions::new(6)
+    };
+    LmdbLogStore::open(dir, options).unwrap()
 }
 
 fn current_thread() -> Runtime {
@@ -394,4 +400,161 @@ fn a_panic_during_the_commit_is_a_failed_flush() {
     runtime.block_on(store.flush()).unwrap();
     drop(store);
     assert_eq!(read_all(&open(dir.path()), G), entries(1, 3));
+}
+
+// -- With the journal --------------------------------------------------------
+
+/// A store with the journal on, checkpointing past `checkpoint_bytes`.
+fn open_journaled(dir: &Path, checkpoint_bytes: u64) -> LmdbLogStore {
+    let options = LmdbOptions {
+        checkpoint_bytes,
+        ..LmdbOptions::new(6)
+    };
+    LmdbLogStore::open(dir, options).unwrap()
+}
+
+/// Names of the journal files in `dir`.
+fn journal_files(dir: &Path) -> Vec<String> {
+    let mut names: Vec<String> = fs::read_dir(dir)
+        .unwrap()
+        .map(|e| e.unwrap().file_name().into_string().unwrap())
+        .filter(|name| name.starts_with("journal-"))
+        .collect();
+    names.sort();
+    names
+}
+
+/// Entries flushed to the journal are durable but not in LMDB until a
+/// checkpoint: reads still serve them, and a reopen replays them.
+#[test]
+fn a_journal_flush_is_durable_without_an_lmdb_commit() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut store = open_journaled(dir.path(), 1 << 20);
+    let threads = record_threads(&mut store);
+    current_thread().block_on(async {
+        store.append(G, &entries(1, 3)).unwrap();
+        store.save_hard_state(G, hard_state(2)).unwrap();
+        assert!(store.has_unflushed());
+        store.flush().await.unwrap();
+        assert!(!store.has_unflushed());
+        // Nothing new staged: no disk work at all.
+        store.flush().await.unwrap();
+        store.truncate(G, LogIndex(3)).unwrap();
+        store.append(G, &[entry(3), entry(4)]).unwrap();
+        store.flush().await.unwrap();
+    });
+    assert_eq!(threads.lock().unwrap().len(), 2);
+    assert_eq!(journal_files(dir.path()), [crate::journal::file_name(0)]);
+    // LMDB has no record of the group yet.
+    let txn = store.read_txn().unwrap();
+    assert!(
+        store
+            .dbs
+            .bounds
+            .get(&txn, &G.0.to_be_bytes())
+            .unwrap()
+            .is_none()
+    );
+    drop(txn);
+    assert_eq!(read_all(&store, G), entries(1, 4));
+    drop(store);
+    let store = open_journaled(dir.path(), 1 << 20);
+    assert_eq!(read_all(&store, G), entries(1, 4));
+    assert_eq!(store.hard_state(G).unwrap(), hard_state(2));
+    assert!(!store.has_unflushed());
+}
+
+/// A snapshot, or a journal past its limit, makes the flush a checkpoint,
+/// which starts a new journal generation and removes the old file; a
+/// reopen does not replay what the checkpoint committed.
+#[test]
+fn a_checkpoint_starts_a_new_journal_and_nothing_is_replayed_twice() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut store = open_journaled(dir.path(), 1 << 20);
+    current_thread().block_on(async {
+        store.append(G, &entries(1, 4)).unwrap();
+        store.flush().await.unwrap();
+        store.save_snapshot(G, &snapshot(b"image")).unwrap();
+        store.compact(G, LogId::new(Term(1), LogIndex(2))).unwrap();
+        store.flush().await.unwrap();
+        assert_eq!(journal_files(dir.path()), Vec::<String>::new());
+        store.append(G, &entries(5, 6)).unwrap();
+        store.flush().await.unwrap();
+    });
+    assert_eq!(journal_files(dir.path()), [crate::journal::file_name(1)]);
+    drop(store);
+    // Reopened with a tiny limit: the replayed journal is checkpointed by
+    // the next flush, and a later reopen (journal on again) sees each
+    // write once.
+    let mut store = open_journaled(dir.path(), 1);
+    assert_eq!(read_all(&store, G), entries(3, 6));
+    current_thread().block_on(async {
+        store.append(G, &[entry(7)]).unwrap();
+        store.flush().await.unwrap();
+    });
+    assert_eq!(journal_files(dir.path()), Vec::<String>::new());
+    drop(store);
+    let store = open_journaled(dir.path(), 1 << 20);
+    store.verify().unwrap();
+    assert_eq!(read_all(&store, G), entries(3, 7));
+    assert_eq!(store.snapshot(G).unwrap(), Some(snapshot(b"image")));
+}
+
+/// Turning the journal off keeps what it holds: the first flush
+/// checkpoints it, in a new generation.
+#[test]
+fn a_store_reopened_without_journal_keeps_the_journaled_writes() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut store = open_journaled(dir.path(), 1 << 20);
+    current_thread().block_on(async {
+        store.append(G, &entries(1, 3)).unwrap();
+        store.flush().await.unwrap();
+    });
+    drop(store);
+    let mut store = open(dir.path());
+    assert_eq!(read_all(&store, G), entries(1, 3));
+    current_thread().block_on(async {
+        store.append(G, &[entry(4)]).unwrap();
+        store.flush().await.unwrap();
+    });
+    assert!(journal_files(dir.path()).is_empty());
+    drop(store);
+    let store = open_journaled(dir.path(), 1 << 20);
+    assert_eq!(read_all(&store, G), entries(1, 4));
+    store.verify().unwrap();
+}
+
+/// A journal write whose flush was dropped lands once; one that fails
+/// makes the next flush a checkpoint, which writes what it had taken.
+#[test]
+fn dropped_and_failed_journal_writes_lose_nothing() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut store = open_journaled(dir.path(), 1 << 20);
+    current_thread().block_on(async {
+        store.append(G, &entries(1, 2)).unwrap();
+        let gate = gate(&mut store);
+        assert!(poll_once(pin!(store.flush())).is_pending());
+        gate.started.recv().unwrap();
+        assert!(store.has_unflushed());
+        store.append(G, &[entry(3)]).unwrap();
+        drop(gate.release);
+        store.flush().await.unwrap();
+        assert!(!store.has_unflushed());
+        // Now a failing one.
+        store.append(G, &[entry(4)]).unwrap();
+        store.commit_hook = Some(Arc::new(|| panic!("commit hook panics")));
+        assert_panic_reported(store.flush().await);
+        assert!(store.has_unflushed());
+        store.append(G, &[entry(5)]).unwrap();
+        store.commit_hook = None;
+        store.flush().await.unwrap();
+        assert!(!store.has_unflushed());
+    });
+    // The failed write was followed by a checkpoint: generation 1 began,
+    // and has no file yet.
+    assert!(journal_files(dir.path()).is_empty());
+    drop(store);
+    let store = open_journaled(dir.path(), 1 << 20);
+    assert_eq!(read_all(&store, G), entries(1, 5));
+    store.verify().unwrap();
 }

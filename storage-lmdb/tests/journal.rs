@@ -1,0 +1,128 @@
+//! The journal on disk: a torn last record (a crash in the middle of a
+//! flush) loses that flush only, a damaged record followed by valid ones is
+//! refused, and journal files of other generations are not replayed.
+
+use std::fs;
+use std::path::{Path, PathBuf};
+use std::pin::pin;
+use std::task::{Context, Poll, Waker};
+
+use bytes::Bytes;
+use raft_api::{Entry, GroupId, Hlc, LogId, LogIndex, LogStore, Payload, StorageError, Term};
+use storage_lmdb::{LmdbLogStore, LmdbOptions};
+
+const G: GroupId = GroupId(9);
+
+fn now<F: Future>(future: F) -> F::Output {
+    match pin!(future).poll(&mut Context::from_waker(Waker::noop())) {
+        Poll::Ready(output) => output,
+        Poll::Pending => panic!("outside a runtime the flush completes when first polled"),
+    }
+}
+
+fn entry(index: u64) -> Entry {
+    Entry {
+        id: LogId::new(Term(1), LogIndex(index)),
+        timestamp: Hlc::new(index, 0),
+        payload: Payload::Command(Bytes::from(format!("journaled {index}"))),
+    }
+}
+
+fn open(dir: &Path) -> Result<LmdbLogStore, StorageError> {
+    LmdbLogStore::open(dir, LmdbOptions::new(21))
+}
+
+fn last(store: &LmdbLogStore) -> u64 {
+    store.log_state(G).unwrap().last.index.0
+}
+
+/// A store with entries 1..=3 flushed one per flush (three records), and
+/// the path of its journal.
+fn three_flushes(dir: &Path) -> PathBuf {
+    let mut store = open(dir).unwrap();
+    for i in 1..=3 {
+        store.append(G, &[entry(i)]).unwrap();
+        now(store.flush()).unwrap();
+    }
+    drop(store);
+    let journals: Vec<PathBuf> = fs::read_dir(dir)
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .filter(|p| {
+            p.file_name()
+                .unwrap()
+                .to_str()
+                .unwrap()
+                .starts_with("journal-")
+        })
+        .collect();
+    assert_eq!(journals.len(), 1, "{journals:?}");
+    journals[0].clone()
+}
+
+#[test]
+fn a_torn_last_record_loses_only_the_last_flush() {
+    let dir = tempfile::tempdir().unwrap();
+    let journal = three_flushes(dir.path());
+    let len = fs::metadata(&journal).unwrap().len();
+    let file = fs::OpenOptions::new().write(true).open(&journal).unwrap();
+    file.set_len(len - 3).unwrap();
+    drop(file);
+    let mut store = open(dir.path()).unwrap();
+    assert_eq!(last(&store), 2);
+    // The torn bytes are gone: a new flush after them is read back.
+    store.append(G, &[entry(3), entry(4)]).unwrap();
+    now(store.flush()).unwrap();
+    drop(store);
+    let store = open(dir.path()).unwrap();
+    assert_eq!(last(&store), 4);
+    let read = store
+        .entries(G, LogIndex(1)..LogIndex(5), usize::MAX)
+        .unwrap();
+    assert_eq!(read, (1..=4).map(entry).collect::<Vec<_>>());
+}
+
+#[test]
+fn garbage_after_the_last_record_is_a_torn_tail() {
+    let dir = tempfile::tempdir().unwrap();
+    let journal = three_flushes(dir.path());
+    let mut bytes = fs::read(&journal).unwrap();
+    bytes.extend_from_slice(&[0; 100]);
+    bytes.extend_from_slice(b"RJN1 and then nothing valid");
+    fs::write(&journal, &bytes).unwrap();
+    assert_eq!(last(&open(dir.path()).unwrap()), 3);
+}
+
+#[test]
+fn a_damaged_record_before_valid_ones_is_refused() {
+    let dir = tempfile::tempdir().unwrap();
+    let journal = three_flushes(dir.path());
+    let mut bytes = fs::read(&journal).unwrap();
+    // Inside the first record's body.
+    bytes[25] ^= 0x10;
+    fs::write(&journal, &bytes).unwrap();
+    match open(dir.path()) {
+        Err(StorageError::Corrupt { path, detail }) => {
+            assert_eq!(path, journal);
+            assert!(detail.contains("valid record follows"), "{detail}");
+        }
+        other => panic!("expected Corrupt, got {other:?}"),
+    }
+    // Refused every time: nothing was cut off.
+    assert!(matches!(
+        open(dir.path()),
+        Err(StorageError::Corrupt { .. })
+    ));
+}
+
+#[test]
+fn a_journal_of_another_generation_is_removed_not_replayed() {
+    let dir = tempfile::tempdir().unwrap();
+    let journal = three_flushes(dir.path());
+    let stale = dir.path().join("journal-00000000000000000007.log");
+    fs::copy(&journal, &stale).unwrap();
+    fs::remove_file(&journal).unwrap();
+    let store = open(dir.path()).unwrap();
+    assert_eq!(last(&store), 0);
+    assert!(!stale.exists());
+}
