@@ -158,27 +158,48 @@ impl KvResponse {
     ///
     /// If a value or error text is longer than `u32::MAX` bytes.
     pub fn encode(&self) -> Bytes {
-        let mut buf = BytesMut::new();
+        // Answers of a fixed size need no allocation: one is returned for
+        // every write applied.
         match self {
-            KvResponse::Done => buf.put_u8(TAG_DONE),
+            KvResponse::Done => return Bytes::from_static(&[TAG_DONE]),
+            KvResponse::Deleted(existed) => {
+                return Bytes::from_static(if *existed {
+                    &[TAG_DELETED, 1]
+                } else {
+                    &[TAG_DELETED, 0]
+                });
+            }
+            KvResponse::Cas(swapped) => {
+                return Bytes::from_static(if *swapped {
+                    &[TAG_CAS_RESULT, 1]
+                } else {
+                    &[TAG_CAS_RESULT, 0]
+                });
+            }
+            KvResponse::Value(_) | KvResponse::Error(_) => {}
+        }
+        let mut buf = BytesMut::with_capacity(6 + self.payload_len());
+        match self {
             KvResponse::Value(value) => {
                 buf.put_u8(TAG_VALUE);
                 put_opt_bytes(&mut buf, value.as_deref());
-            }
-            KvResponse::Deleted(existed) => {
-                buf.put_u8(TAG_DELETED);
-                buf.put_u8(u8::from(*existed));
-            }
-            KvResponse::Cas(swapped) => {
-                buf.put_u8(TAG_CAS_RESULT);
-                buf.put_u8(u8::from(*swapped));
             }
             KvResponse::Error(text) => {
                 buf.put_u8(TAG_ERROR);
                 put_bytes(&mut buf, text.as_bytes());
             }
+            KvResponse::Done | KvResponse::Deleted(_) | KvResponse::Cas(_) => {}
         }
         buf.freeze()
+    }
+
+    /// Bytes of the value or error text an encoding carries.
+    fn payload_len(&self) -> usize {
+        match self {
+            KvResponse::Value(Some(value)) => value.len(),
+            KvResponse::Error(text) => text.len(),
+            _ => 0,
+        }
     }
 
     /// Decodes a response made by [`encode`](Self::encode). Never panics:
