@@ -55,6 +55,7 @@ row() {
     echo "- build: \`cargo build --release -p benches --bin raft-bench\`"
     echo "- revision: $(git rev-parse --short HEAD 2>/dev/null || echo unknown)$(git diff --quiet 2>/dev/null || echo ' (with local changes)')"
     echo "- data directories (LMDB): $(df -T "${TMPDIR:-/tmp}" | awk 'NR==2 {print $2}') under ${TMPDIR:-/tmp}, fsync on every flush"
+    echo "- allocator: mimalloc $(grep -A1 '^name = "mimalloc"$' Cargo.lock | sed -n 's/version = "\(.*\)"/\1/p') (raft-bench's global allocator, for every run and both libraries)"
 
     echo
     echo "## Peer baseline: ours vs openraft"

@@ -24,6 +24,13 @@ use benches::workload::{HttpTarget, Target, Workload, progress_bar, run};
 use clap::{Args, Parser, Subcommand};
 use raft_node::backends::{StorageKind, TransportKind};
 
+/// mimalloc instead of the system allocator: with tasks on several threads
+/// freeing what others allocated, glibc's malloc spent a tenth of the
+/// time on its arena locks. Both libraries of the comparison run in this
+/// binary, so both get it.
+#[global_allocator]
+static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 /// Load generator for the Raft library (in-process clusters or raft-kv over
 /// HTTP), and the comparison with openraft.
 #[derive(Parser, Debug)]
