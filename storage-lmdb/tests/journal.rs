@@ -126,3 +126,50 @@ fn a_journal_of_another_generation_is_removed_not_replayed() {
     assert_eq!(last(&store), 0);
     assert!(!stale.exists());
 }
+
+/// A checkpoint's next generation writes over the old journal file: a torn
+/// first record there, with the older generation's records after it, is a
+/// torn tail, and none of the older records is replayed.
+#[test]
+fn a_reused_journal_file_replays_only_its_own_generation() {
+    use raft_api::{Membership, NodeId, Snapshot, SnapshotMeta};
+    let dir = tempfile::tempdir().unwrap();
+    let journal = three_flushes(dir.path());
+    let mut store = open(dir.path()).unwrap();
+    let meta = SnapshotMeta {
+        last: entry(3).id,
+        membership: Membership::new([NodeId(1)]),
+    };
+    store
+        .save_snapshot(
+            G,
+            &Snapshot {
+                meta,
+                data: Bytes::from_static(b"image"),
+            },
+        )
+        .unwrap();
+    store.compact(G, entry(2).id).unwrap();
+    // A checkpoint: generation 1 begins, and generation 0's file stays.
+    now(store.flush()).unwrap();
+    assert!(journal.exists());
+    store.append(G, &[entry(4)]).unwrap();
+    now(store.flush()).unwrap();
+    drop(store);
+    assert!(!journal.exists(), "generation 0's file was reused");
+    let reused = dir.path().join("journal-00000000000000000001.log");
+    let bytes = fs::read(&reused).unwrap();
+    // The old records are still there after the new one.
+    assert!(bytes.windows(12).filter(|w| w.starts_with(b"RJN1")).count() >= 3);
+    let store = open(dir.path()).unwrap();
+    assert_eq!(last(&store), 4);
+    assert_eq!(store.log_state(G).unwrap().compacted, entry(2).id);
+    drop(store);
+    // Tear the one record of generation 1.
+    let mut bytes = fs::read(&reused).unwrap();
+    bytes[22] ^= 0x01;
+    fs::write(&reused, &bytes).unwrap();
+    let store = open(dir.path()).unwrap();
+    assert_eq!(last(&store), 3);
+    assert_eq!(store.log_state(G).unwrap().compacted, entry(2).id);
+}

@@ -122,9 +122,8 @@ struct Commit {
     max_map_size: usize,
     groups: Vec<GroupCommit>,
     snapshots: Vec<SnapshotCommit>,
-    /// The journal generation this checkpoint starts, and the file of the
-    /// one it ends (removed once committed).
-    journal: Option<(u64, PathBuf)>,
+    /// The journal generation this checkpoint starts.
+    journal: Option<u64>,
     #[cfg(test)]
     hook: Option<CommitHook>,
 }
@@ -276,7 +275,7 @@ impl LmdbLogStore {
             };
             // The checkpoint covers every write journaled or pending.
             self.journal.pending.clear();
-            let started = commit.journal.as_ref().map(|(generation, _)| *generation);
+            let started = commit.journal;
             (Work::Checkpoint(commit), Kind::Checkpoint(plan, started))
         };
         match Handle::try_current() {
@@ -349,10 +348,10 @@ impl LmdbLogStore {
         if plan.groups.is_empty() {
             return None;
         }
-        let journal = self.journal.touched.then(|| {
-            let generation = self.journal.generation.wrapping_add(1);
-            (generation, self.journal.path(self.journal.generation))
-        });
+        let journal = self
+            .journal
+            .touched
+            .then(|| self.journal.generation.wrapping_add(1));
         let commit = Commit {
             journal,
             env: self.env.clone(),
@@ -445,10 +444,6 @@ impl Commit {
                 Err(e) => return Err(env::lmdb_error(&self.data_path, e)),
             }
         }
-        if let Some((_, replaced)) = &self.journal {
-            // Best effort: a file left behind is removed at next open.
-            let _ = fs::remove_file(replaced);
-        }
         for staged in &self.snapshots {
             if let Some(old) = staged.replaces {
                 // Best effort: a file left behind is removed at next open.
@@ -492,10 +487,7 @@ impl Commit {
                 .snapshots
                 .push((key, codec::encode(&key, record).map_err(encoding)?));
         }
-        batch.journal = self
-            .journal
-            .as_ref()
-            .map(|(generation, _)| codec::encode_generation(*generation));
+        batch.journal = self.journal.map(codec::encode_generation);
         Ok(batch)
     }
 

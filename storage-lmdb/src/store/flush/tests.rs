@@ -477,9 +477,14 @@ fn a_checkpoint_starts_a_new_journal_and_nothing_is_replayed_twice() {
         store.save_snapshot(G, &snapshot(b"image")).unwrap();
         store.compact(G, LogId::new(Term(1), LogIndex(2))).unwrap();
         store.flush().await.unwrap();
-        assert_eq!(journal_files(dir.path()), Vec::<String>::new());
+        // Generation 0's file is kept for reuse...
+        assert_eq!(journal_files(dir.path()), [crate::journal::file_name(0)]);
+        let reused = fs::metadata(dir.path().join(crate::journal::file_name(0))).unwrap();
         store.append(G, &entries(5, 6)).unwrap();
         store.flush().await.unwrap();
+        // ...by generation 1's first write, which writes over its start.
+        let now = fs::metadata(dir.path().join(crate::journal::file_name(1))).unwrap();
+        assert_eq!(now.len(), reused.len());
     });
     assert_eq!(journal_files(dir.path()), [crate::journal::file_name(1)]);
     drop(store);
@@ -492,7 +497,8 @@ fn a_checkpoint_starts_a_new_journal_and_nothing_is_replayed_twice() {
         store.append(G, &[entry(7)]).unwrap();
         store.flush().await.unwrap();
     });
-    assert_eq!(journal_files(dir.path()), Vec::<String>::new());
+    // Generation 2 began; generation 1's file waits to be reused.
+    assert_eq!(journal_files(dir.path()), [crate::journal::file_name(1)]);
     drop(store);
     let store = open_journaled(dir.path(), 1 << 20);
     store.verify().unwrap();
@@ -551,8 +557,8 @@ fn dropped_and_failed_journal_writes_lose_nothing() {
         assert!(!store.has_unflushed());
     });
     // The failed write was followed by a checkpoint: generation 1 began,
-    // and has no file yet.
-    assert!(journal_files(dir.path()).is_empty());
+    // and has no file yet; generation 0's is kept for it to reuse.
+    assert_eq!(journal_files(dir.path()), [crate::journal::file_name(0)]);
     drop(store);
     let store = open_journaled(dir.path(), 1 << 20);
     assert_eq!(read_all(&store, G), entries(1, 5));
