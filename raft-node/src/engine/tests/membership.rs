@@ -605,13 +605,7 @@ fn restarted_without_voters(e: &Engine) -> Engine {
 /// reconfigured, and once it commits the leader may change the membership.
 #[test]
 fn bootstrap_voters_are_the_first_leaders_first_entry() {
-    let mut c = Cluster::new(vec![
-        engine(1, &[1, 2, 3], plain),
-        engine(2, &[1, 2, 3], plain),
-        engine(3, &[1, 2, 3], plain),
-    ]);
-    c.node_mut(1).campaign();
-    c.run();
+    let mut c = Cluster::three_led_by_1();
     let bootstrap_entry = Entry {
         id: lid(1, 1),
         timestamp: entry_at(c.node(1), 1).timestamp,
@@ -681,13 +675,7 @@ fn leader_follows_the_logs_membership_over_its_bootstrap_voters() {
 /// still elects a leader and commits, because the voters are in the log.
 #[test]
 fn group_restarted_without_voters_elects_from_the_logged_bootstrap() {
-    let mut c = Cluster::new(vec![
-        engine(1, &[1, 2, 3], plain),
-        engine(2, &[1, 2, 3], plain),
-        engine(3, &[1, 2, 3], plain),
-    ]);
-    c.node_mut(1).campaign();
-    c.run();
+    let mut c = Cluster::three_led_by_1();
     c.node_mut(1).propose(Bytes::from_static(b"x")).unwrap();
     c.run();
     assert_eq!(c.node(3).commit_index(), LogIndex(2));

@@ -434,6 +434,18 @@ impl Cluster {
         }
     }
 
+    /// Three plain engines of the group {1, 2, 3}, node 1 elected leader.
+    fn three_led_by_1() -> Self {
+        let mut c = Self::new(vec![
+            engine(1, &[1, 2, 3], plain),
+            engine(2, &[1, 2, 3], plain),
+            engine(3, &[1, 2, 3], plain),
+        ]);
+        c.node_mut(1).campaign();
+        c.run();
+        c
+    }
+
     /// Advances every node's clock to `now`, then runs.
     fn tick(&mut self, now: u64) {
         for e in self.nodes.values_mut() {

@@ -271,13 +271,7 @@ fn case_7_leader_answers_follower_read_after_quorum_round() {
 /// the leader's commit index.
 #[test]
 fn case_7_follower_read_in_group_is_ready_at_leader_commit() {
-    let mut c = Cluster::new(vec![
-        engine(1, &[1, 2, 3], plain),
-        engine(2, &[1, 2, 3], plain),
-        engine(3, &[1, 2, 3], plain),
-    ]);
-    c.node_mut(1).campaign();
-    c.run();
+    let mut c = Cluster::three_led_by_1();
     let id = c.node_mut(1).propose(Bytes::from_static(b"x")).unwrap();
     c.run();
     c.node_mut(3).read(42, ReadMode::ReadIndex).unwrap();

@@ -248,13 +248,7 @@ fn case_21_transfer_to_learner_is_refused() {
 /// proposals committing on the new leader; no entry is lost.
 #[test]
 fn case_21_transfer_hands_leadership_to_target() {
-    let mut c = Cluster::new(vec![
-        engine(1, &[1, 2, 3], plain),
-        engine(2, &[1, 2, 3], plain),
-        engine(3, &[1, 2, 3], plain),
-    ]);
-    c.node_mut(1).campaign();
-    c.run();
+    let mut c = Cluster::three_led_by_1();
     let before = c.node_mut(1).propose(Bytes::from_static(b"a")).unwrap();
     c.run();
     assert_eq!(
