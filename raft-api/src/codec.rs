@@ -80,7 +80,12 @@ pub const FRAME_MAGIC: [u8; 4] = *b"RAFT";
 pub const HELLO_MAGIC: [u8; 4] = *b"RAFH";
 
 /// The protocol version this code speaks, in every frame and hello.
-pub const PROTOCOL_VERSION: u16 = 1;
+///
+/// - 1: the dialling node sends a [`Hello`]; nothing answers it.
+/// - 2: the accepting node answers a valid [`Hello`] with its own, which
+///   the dialling node waits for. A node of version 1 would take that
+///   answer for a frame, so the two refuse each other by version instead.
+pub const PROTOCOL_VERSION: u16 = 2;
 
 /// Size of a frame header in bytes.
 pub const HEADER_LEN: usize = 4 + 2 + 8 + 4 + 4;
@@ -873,15 +878,18 @@ mod tests {
 
     #[test]
     fn other_version_is_refused() {
-        let mut frame = codec().encode(&every_message()).unwrap().to_vec();
-        frame[4..6].copy_from_slice(&2u16.to_be_bytes());
-        assert_eq!(
-            decode_all(&codec(), &frame),
-            Err(CodecError::UnsupportedVersion {
-                got: 2,
-                supported: PROTOCOL_VERSION
-            })
-        );
+        // The version before the two-way handshake, and a newer one.
+        for other in [1, PROTOCOL_VERSION + 1] {
+            let mut frame = codec().encode(&every_message()).unwrap().to_vec();
+            frame[4..6].copy_from_slice(&other.to_be_bytes());
+            assert_eq!(
+                decode_all(&codec(), &frame),
+                Err(CodecError::UnsupportedVersion {
+                    got: other,
+                    supported: PROTOCOL_VERSION
+                })
+            );
+        }
     }
 
     #[test]
