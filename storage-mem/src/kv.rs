@@ -159,46 +159,31 @@ impl KvResponse {
     /// If a value or error text is longer than `u32::MAX` bytes.
     pub fn encode(&self) -> Bytes {
         // Answers of a fixed size need no allocation: one is returned for
-        // every write applied.
+        // every write applied. The others go into a buffer of their size.
         match self {
-            KvResponse::Done => return Bytes::from_static(&[TAG_DONE]),
-            KvResponse::Deleted(existed) => {
-                return Bytes::from_static(if *existed {
-                    &[TAG_DELETED, 1]
-                } else {
-                    &[TAG_DELETED, 0]
-                });
-            }
-            KvResponse::Cas(swapped) => {
-                return Bytes::from_static(if *swapped {
-                    &[TAG_CAS_RESULT, 1]
-                } else {
-                    &[TAG_CAS_RESULT, 0]
-                });
-            }
-            KvResponse::Value(_) | KvResponse::Error(_) => {}
-        }
-        let mut buf = BytesMut::with_capacity(6 + self.payload_len());
-        match self {
+            KvResponse::Done => Bytes::from_static(&[TAG_DONE]),
+            KvResponse::Deleted(existed) => Bytes::from_static(if *existed {
+                &[TAG_DELETED, 1]
+            } else {
+                &[TAG_DELETED, 0]
+            }),
+            KvResponse::Cas(swapped) => Bytes::from_static(if *swapped {
+                &[TAG_CAS_RESULT, 1]
+            } else {
+                &[TAG_CAS_RESULT, 0]
+            }),
             KvResponse::Value(value) => {
+                let mut buf = BytesMut::with_capacity(6 + value.as_ref().map_or(0, Bytes::len));
                 buf.put_u8(TAG_VALUE);
                 put_opt_bytes(&mut buf, value.as_deref());
+                buf.freeze()
             }
             KvResponse::Error(text) => {
+                let mut buf = BytesMut::with_capacity(5 + text.len());
                 buf.put_u8(TAG_ERROR);
                 put_bytes(&mut buf, text.as_bytes());
+                buf.freeze()
             }
-            KvResponse::Done | KvResponse::Deleted(_) | KvResponse::Cas(_) => {}
-        }
-        buf.freeze()
-    }
-
-    /// Bytes of the value or error text an encoding carries.
-    fn payload_len(&self) -> usize {
-        match self {
-            KvResponse::Value(Some(value)) => value.len(),
-            KvResponse::Error(text) => text.len(),
-            _ => 0,
         }
     }
 

@@ -74,23 +74,26 @@ enum Done {
 enum Work {
     /// A checkpoint.
     Checkpoint(Commit),
-    /// A journal write, and the store's commit hook (tests only).
-    Journal(JournalWrite, #[cfg(test)] Option<CommitHook>),
+    /// A journal write.
+    Journal(JournalWrite),
 }
 
-impl Work {
+/// A flush's disk work, with the store's commit hook (tests only), which
+/// runs before either kind touches the disk.
+struct Job {
+    work: Work,
+    #[cfg(test)]
+    hook: Option<CommitHook>,
+}
+
+impl Job {
     fn run(self) -> Outcome {
-        match self {
+        #[cfg(test)]
+        if let Some(hook) = &self.hook {
+            hook();
+        }
+        match self.work {
             Work::Checkpoint(commit) => commit.run().map(Done::Committed),
-            #[cfg(test)]
-            Work::Journal(write, hook) => {
-                if let Some(hook) = hook {
-                    hook();
-                }
-                let (file, end) = write.run()?;
-                Ok(Done::Journaled(file, end))
-            }
-            #[cfg(not(test))]
             Work::Journal(write) => {
                 let (file, end) = write.run()?;
                 Ok(Done::Journaled(file, end))
@@ -124,8 +127,6 @@ struct Commit {
     snapshots: Vec<SnapshotCommit>,
     /// The journal generation this checkpoint starts.
     journal: Option<u64>,
-    #[cfg(test)]
-    hook: Option<CommitHook>,
 }
 
 /// One group's staged state, as its view had it.
@@ -263,12 +264,7 @@ impl LmdbLogStore {
             if self.journal.pending.is_empty() {
                 return Ok(());
             }
-            let write = self.journal.take_write();
-            #[cfg(test)]
-            let work = Work::Journal(write, self.commit_hook.clone());
-            #[cfg(not(test))]
-            let work = Work::Journal(write);
-            (work, Kind::Journal)
+            (Work::Journal(self.journal.take_write()), Kind::Journal)
         } else {
             let Some((commit, plan)) = self.prepare() else {
                 return Ok(());
@@ -278,6 +274,11 @@ impl LmdbLogStore {
             let started = commit.journal;
             (Work::Checkpoint(commit), Kind::Checkpoint(plan, started))
         };
+        let job = Job {
+            work,
+            #[cfg(test)]
+            hook: self.commit_hook.clone(),
+        };
         match Handle::try_current() {
             Ok(runtime) => {
                 let slot = Arc::new(Slot::default());
@@ -286,12 +287,12 @@ impl LmdbLogStore {
                 // outcome is reported: a store dropped after waiting for the
                 // report has closed the environment when it unlocks the
                 // directory.
-                let handle = runtime.spawn_blocking(move || reporter.report(work.run()));
+                let handle = runtime.spawn_blocking(move || reporter.report(job.run()));
                 self.in_flight = Some(InFlight { kind, slot, handle });
                 self.settle().await
             }
             Err(_) => {
-                let outcome = panic::catch_unwind(AssertUnwindSafe(|| work.run()))
+                let outcome = panic::catch_unwind(AssertUnwindSafe(|| job.run()))
                     .unwrap_or_else(|payload| Err(panicked(&*payload)));
                 self.apply(kind, outcome)
             }
@@ -361,8 +362,6 @@ impl LmdbLogStore {
             max_map_size: self.max_map_size,
             groups,
             snapshots,
-            #[cfg(test)]
-            hook: self.commit_hook.clone(),
         };
         Some((commit, plan))
     }
@@ -418,10 +417,6 @@ impl Commit {
     /// growing the map and retrying when it is full, then removes the
     /// images the new ones replace.
     fn run(self) -> Result<Written, StorageError> {
-        #[cfg(test)]
-        if let Some(hook) = &self.hook {
-            hook();
-        }
         // Snapshot images first: the records committed below name them.
         let mut written = Written::new();
         for staged in &self.snapshots {
