@@ -19,6 +19,12 @@
 //! the older generation left after the new ones are ignored by replay, as
 //! are records of any generation but the current one.
 //!
+//! A journal file is given its full length, in zeros, when a generation
+//! first writes to it (up to [`MAX_PREFILL`]), so that from its first
+//! record on, a sync flushes data only; the very first journal of a store
+//! would otherwise grow with every flush until the first checkpoint. Zeros
+//! after the last record end the journal as any torn tail does.
+//!
 //! # Records
 //!
 //! Each flush appends one record, then syncs the file:
@@ -56,6 +62,9 @@ pub(crate) const HEADER_LEN: usize = 20;
 
 /// Largest body of one record; a flush with more staged checkpoints instead.
 pub(crate) const MAX_BODY: usize = (u32::MAX / 2) as usize;
+
+/// Most bytes of zeros a journal file is given ahead of its records.
+pub(crate) const MAX_PREFILL: u64 = 8 << 20;
 
 /// A staging call, as written to the journal (encoding side).
 #[derive(Serialize)]
@@ -273,10 +282,20 @@ impl Journal {
             && after <= self.limit
     }
 
+    /// Length a journal file is given ahead of its records: the largest
+    /// `limit` any generation may draw (see [`jittered`]), up to
+    /// [`MAX_PREFILL`].
+    pub(crate) fn prefill(&self) -> u64 {
+        self.checkpoint_bytes
+            .saturating_add(self.checkpoint_bytes / 4)
+            .min(MAX_PREFILL)
+    }
+
     /// Takes what is pending as a write to run.
     pub(crate) fn take_write(&mut self) -> JournalWrite {
         self.touched = true;
         JournalWrite {
+            prefill: self.prefill(),
             dir: self.dir.clone(),
             path: self.path(self.generation),
             recycle: if self.file.is_none() {
@@ -336,6 +355,8 @@ pub(crate) struct JournalWrite {
     /// An obsolete journal file to rename to `path` instead of creating it.
     recycle: Option<PathBuf>,
     file: Option<Arc<File>>,
+    /// Length, in zeros, given to the file when it is opened here.
+    prefill: u64,
     offset: u64,
     record: Vec<u8>,
 }
@@ -368,6 +389,10 @@ impl JournalWrite {
                     .truncate(!recycled)
                     .open(&self.path)
                     .map_err(io)?;
+                // Its whole length up front: the sync below is then the
+                // last one of this generation that changes the file's size.
+                let len = file.metadata().map_err(io)?.len();
+                write_zeros(&file, len, self.prefill).map_err(io)?;
                 // The file (created or renamed) must survive a power loss
                 // as much as its records.
                 snapshot_file::sync_dir(&self.dir)?;
@@ -382,6 +407,21 @@ impl JournalWrite {
     }
 }
 
+/// Writes zeros over `from..to` of `file` (nothing if the range is empty).
+fn write_zeros(file: &File, from: u64, to: u64) -> io::Result<()> {
+    const CHUNK: u64 = 64 << 10;
+    let zeros = [0u8; CHUNK as usize];
+    let mut handle = file;
+    handle.seek(SeekFrom::Start(from))?;
+    let mut at = from;
+    while at < to {
+        let n = (to - at).min(CHUNK);
+        handle.write_all(&zeros[..n as usize])?;
+        at += n;
+    }
+    Ok(())
+}
+
 /// A journal file opened for replay.
 pub(crate) struct Opened {
     /// The file, to append to after the replay.
@@ -393,7 +433,8 @@ pub(crate) struct Opened {
 }
 
 /// Opens the journal of `generation` in `dir` if it exists, reads its valid
-/// records and cuts off a torn tail (durably).
+/// records and cuts off a torn tail (durably), by writing zeros over it:
+/// the file keeps its length, and its blocks.
 pub(crate) fn open(dir: &Path, generation: u64) -> Result<Option<Opened>, StorageError> {
     let path = dir.join(file_name(generation));
     let io = |source: io::Error| StorageError::Io {
@@ -410,9 +451,11 @@ pub(crate) fn open(dir: &Path, generation: u64) -> Result<Option<Opened>, Storag
         path: path.clone(),
         detail,
     })?;
-    if scan.valid < bytes.len() {
-        file.set_len(scan.valid as u64).map_err(io)?;
-        file.sync_all().map_err(io)?;
+    let tail = &bytes[scan.valid..];
+    if let Some(last) = tail.iter().rposition(|&b| b != 0) {
+        let end = (scan.valid + last + 1) as u64;
+        write_zeros(&file, scan.valid as u64, end).map_err(io)?;
+        file.sync_data().map_err(io)?;
     }
     Ok(Some(Opened {
         file: Arc::new(file),

@@ -1,6 +1,7 @@
 //! The journal on disk: a torn last record (a crash in the middle of a
 //! flush) loses that flush only, a damaged record followed by valid ones is
-//! refused, and journal files of other generations are not replayed.
+//! refused, journal files of other generations are not replayed, and a
+//! journal file is given its length once, up front.
 
 use std::fs;
 use std::path::{Path, PathBuf};
@@ -9,7 +10,7 @@ use std::task::{Context, Poll, Waker};
 
 use bytes::Bytes;
 use raft_api::{Entry, GroupId, Hlc, LogId, LogIndex, LogStore, Payload, StorageError, Term};
-use storage_lmdb::{LmdbLogStore, LmdbOptions};
+use storage_lmdb::{DEFAULT_CHECKPOINT_BYTES, LmdbLogStore, LmdbOptions};
 
 const G: GroupId = GroupId(9);
 
@@ -60,16 +61,73 @@ fn three_flushes(dir: &Path) -> PathBuf {
     journals[0].clone()
 }
 
+/// Where the records of `bytes` end: the zeros the file was given up
+/// front follow them (each record here ends with a non-zero byte).
+fn records_end(bytes: &[u8]) -> usize {
+    bytes.iter().rposition(|&b| b != 0).unwrap() + 1
+}
+
+/// The length every journal file of these stores is given up front: the
+/// largest checkpoint limit (a quarter over `checkpoint_bytes`).
+const PREFILLED: u64 = DEFAULT_CHECKPOINT_BYTES + DEFAULT_CHECKPOINT_BYTES / 4;
+
+#[test]
+fn a_journal_file_is_given_its_length_once_up_front() {
+    let dir = tempfile::tempdir().unwrap();
+    let journal = three_flushes(dir.path());
+    let bytes = fs::read(&journal).unwrap();
+    assert_eq!(bytes.len() as u64, PREFILLED);
+    // Three records, then zeros.
+    let end = records_end(&bytes);
+    assert!(end < 1000, "{end}");
+    assert_eq!(
+        bytes.windows(4).filter(|w| *w == b"RJN1").count(),
+        3,
+        "three records"
+    );
+    // Zeros end the journal: all three flushes are read back, and more
+    // records go after them, in the same length.
+    let mut store = open(dir.path()).unwrap();
+    assert_eq!(last(&store), 3);
+    store.append(G, &[entry(4)]).unwrap();
+    now(store.flush()).unwrap();
+    drop(store);
+    assert_eq!(fs::metadata(&journal).unwrap().len(), PREFILLED);
+    assert_eq!(last(&open(dir.path()).unwrap()), 4);
+}
+
+#[test]
+fn a_journal_file_without_zeros_after_its_records_still_reads_and_grows() {
+    // As a journal written before files were given their length is.
+    let dir = tempfile::tempdir().unwrap();
+    let journal = three_flushes(dir.path());
+    let bytes = fs::read(&journal).unwrap();
+    let end = records_end(&bytes);
+    fs::write(&journal, &bytes[..end]).unwrap();
+    let mut store = open(dir.path()).unwrap();
+    assert_eq!(last(&store), 3);
+    store.append(G, &[entry(4)]).unwrap();
+    now(store.flush()).unwrap();
+    drop(store);
+    assert!(fs::metadata(&journal).unwrap().len() > end as u64);
+    assert_eq!(last(&open(dir.path()).unwrap()), 4);
+}
+
 #[test]
 fn a_torn_last_record_loses_only_the_last_flush() {
     let dir = tempfile::tempdir().unwrap();
     let journal = three_flushes(dir.path());
-    let len = fs::metadata(&journal).unwrap().len();
-    let file = fs::OpenOptions::new().write(true).open(&journal).unwrap();
-    file.set_len(len - 3).unwrap();
-    drop(file);
+    // The last bytes of the last record never reached the disk.
+    let mut bytes = fs::read(&journal).unwrap();
+    let end = records_end(&bytes);
+    bytes[end - 3..end].fill(0);
+    fs::write(&journal, &bytes).unwrap();
     let mut store = open(dir.path()).unwrap();
     assert_eq!(last(&store), 2);
+    // Cut off with zeros: the file keeps its length.
+    let cut = fs::read(&journal).unwrap();
+    assert_eq!(cut.len() as u64, PREFILLED);
+    assert!(records_end(&cut) < end - 3);
     // The torn bytes are gone: a new flush after them is read back.
     store.append(G, &[entry(3), entry(4)]).unwrap();
     now(store.flush()).unwrap();
@@ -90,6 +148,12 @@ fn garbage_after_the_last_record_is_a_torn_tail() {
     bytes.extend_from_slice(&[0; 100]);
     bytes.extend_from_slice(b"RJN1 and then nothing valid");
     fs::write(&journal, &bytes).unwrap();
+    let end = records_end(&fs::read(&journal).unwrap()[..PREFILLED as usize]);
+    assert_eq!(last(&open(dir.path()).unwrap()), 3);
+    // The garbage is zeros now; the records are whole.
+    let cut = fs::read(&journal).unwrap();
+    assert_eq!(cut.len(), bytes.len());
+    assert_eq!(records_end(&cut), end);
     assert_eq!(last(&open(dir.path()).unwrap()), 3);
 }
 
