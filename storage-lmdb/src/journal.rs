@@ -5,12 +5,19 @@
 //!
 //! # Generations
 //!
-//! The `meta` database holds the journal's *generation* `g` (0 in a store
-//! that never had one), committed with every checkpoint that starts a new
-//! one. The journal of generation `g` is the file `journal-<g>.log`; it
+//! The `meta` database holds the journal's *generation* `g`, recorded when
+//! the store is created and committed with every checkpoint that starts a
+//! new one (a store written before generations were recorded at creation
+//! has none until then, and uses 0). The journal of generation `g` is the file `journal-<g>.log`; it
 //! holds the writes staged after the checkpoint that recorded `g`, in
 //! order. Opening the store loads LMDB's state and replays that file on
 //! top of it; files of other generations are obsolete, and are removed.
+//!
+//! Each new generation is a random number, not the one after the last:
+//! record bodies hold bytes clients chose (commands), and a command may
+//! embed a whole, valid-looking record. Replay must not mistake one for
+//! the journal's own, and it cannot, for a generation nobody outside the
+//! store can guess (see [`next_generation`]).
 //!
 //! The first write of a generation renames the previous generation's file
 //! (obsolete once the checkpoint committed) and writes over it from its
@@ -335,15 +342,39 @@ impl Journal {
     }
 }
 
+/// A random number no client can predict: the standard library's hasher
+/// keys come from the operating system's randomness.
+fn random_u64() -> u64 {
+    use std::hash::{BuildHasher, Hasher};
+    std::collections::hash_map::RandomState::new()
+        .build_hasher()
+        .finish()
+}
+
 /// `bytes` times a random factor between 3/4 and 5/4.
 fn jittered(bytes: u64) -> u64 {
-    use std::hash::{BuildHasher, Hasher};
-    let random = std::collections::hash_map::RandomState::new()
-        .build_hasher()
-        .finish();
     let quarter = bytes / 4;
     let spread = quarter.saturating_mul(2).max(1);
-    bytes - quarter + random % spread
+    bytes - quarter + random_u64() % spread
+}
+
+/// The generation to start after `current`: random (and never `current`).
+///
+/// A journal file is written over by later generations, so records of
+/// older ones stay after the valid ones, and a crash can tear the last
+/// record; replay reads on past neither if a valid record of the current
+/// generation follows (a damaged record in the middle). Such a record can
+/// hide in a command's bytes inside an older or torn record. With
+/// generations counted up, a client could write commands embedding records
+/// of the next few, and a reopened store would refuse its own journal as
+/// corrupt; a random generation leaves it one chance in 2^64.
+pub(crate) fn next_generation(current: u64) -> u64 {
+    loop {
+        let next = random_u64();
+        if next != current {
+            return next;
+        }
+    }
 }
 
 /// One journal write: appends a record at `offset` and syncs the file,
@@ -592,6 +623,13 @@ mod tests {
             let err = scan(&damaged, 1).unwrap_err();
             assert!(err.contains("valid record follows"), "{err}");
         }
+    }
+
+    #[test]
+    fn generations_are_not_counted_up() {
+        let drawn: std::collections::BTreeSet<u64> = (0..100).map(|_| next_generation(7)).collect();
+        assert_eq!(drawn.len(), 100);
+        assert!(!drawn.contains(&7) && !drawn.contains(&8));
     }
 
     #[test]

@@ -46,6 +46,11 @@ fn three_flushes(dir: &Path) -> PathBuf {
         now(store.flush()).unwrap();
     }
     drop(store);
+    the_journal(dir)
+}
+
+/// The one journal file in `dir`.
+fn the_journal(dir: &Path) -> PathBuf {
     let journals: Vec<PathBuf> = fs::read_dir(dir)
         .unwrap()
         .map(|e| e.unwrap().path())
@@ -221,7 +226,7 @@ fn a_reused_journal_file_replays_only_its_own_generation() {
     now(store.flush()).unwrap();
     drop(store);
     assert!(!journal.exists(), "generation 0's file was reused");
-    let reused = dir.path().join("journal-00000000000000000001.log");
+    let reused = the_journal(dir.path());
     let bytes = fs::read(&reused).unwrap();
     // The old records are still there after the new one.
     assert!(bytes.windows(12).filter(|w| w.starts_with(b"RJN1")).count() >= 3);
@@ -236,4 +241,79 @@ fn a_reused_journal_file_replays_only_its_own_generation() {
     let store = open(dir.path()).unwrap();
     assert_eq!(last(&store), 3);
     assert_eq!(store.log_state(G).unwrap().compacted, entry(2).id);
+}
+
+/// A record as the store writes one, whole and valid for `generation`: what
+/// a client can put inside a command.
+fn forged_record(generation: u64) -> Vec<u8> {
+    let body = b"forged";
+    let len = (body.len() as u32).to_le_bytes();
+    let mut crc = crc32fast::Hasher::new();
+    crc.update(&len);
+    crc.update(&generation.to_le_bytes());
+    crc.update(body);
+    [
+        b"RJN1".as_slice(),
+        &len,
+        &generation.to_le_bytes(),
+        &crc.finalize().to_le_bytes(),
+        body,
+    ]
+    .concat()
+}
+
+/// An entry whose command embeds valid records of generations 0 to 63.
+fn forging(index: u64) -> Entry {
+    let forged: Vec<u8> = (0..64).flat_map(forged_record).collect();
+    Entry {
+        payload: Payload::Command(Bytes::from(forged)),
+        ..entry(index)
+    }
+}
+
+/// Commands that embed records of guessable generations, in the records of
+/// a journal file the next generation writes over, are not taken for
+/// records of that generation (which would make the journal unreadable).
+#[test]
+fn records_forged_in_commands_are_not_read_after_a_reused_file() {
+    use raft_api::{Membership, NodeId, Snapshot, SnapshotMeta};
+    let dir = tempfile::tempdir().unwrap();
+    let mut store = open(dir.path()).unwrap();
+    for i in 1..=3 {
+        store.append(G, &[forging(i)]).unwrap();
+        now(store.flush()).unwrap();
+    }
+    let meta = SnapshotMeta {
+        last: entry(3).id,
+        membership: Membership::new([NodeId(1)]),
+    };
+    let image = Bytes::from_static(b"image");
+    store
+        .save_snapshot(G, &Snapshot { meta, data: image })
+        .unwrap();
+    now(store.flush()).unwrap();
+    store.append(G, &[entry(4)]).unwrap();
+    now(store.flush()).unwrap();
+    drop(store);
+    let store = open(dir.path()).unwrap();
+    assert_eq!(last(&store), 4);
+}
+
+/// The same inside a torn last record: the tail is cut off, not refused.
+#[test]
+fn records_forged_in_a_torn_record_are_not_read() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut store = open(dir.path()).unwrap();
+    store.append(G, &[entry(1)]).unwrap();
+    now(store.flush()).unwrap();
+    store.append(G, &[forging(2)]).unwrap();
+    now(store.flush()).unwrap();
+    drop(store);
+    let journal = the_journal(dir.path());
+    let mut bytes = fs::read(&journal).unwrap();
+    let end = records_end(&bytes);
+    bytes[end - 1] ^= 0xff;
+    fs::write(&journal, &bytes).unwrap();
+    let store = open(dir.path()).unwrap();
+    assert_eq!(last(&store), 1);
 }

@@ -49,7 +49,7 @@ use tokio::task::JoinHandle;
 use super::{Dbs, LmdbLogStore};
 use crate::codec::{self, BoundsRecord, SnapshotRecord};
 use crate::env::{self, align_up};
-use crate::journal::JournalWrite;
+use crate::journal::{self, JournalWrite};
 use crate::snapshot_file;
 
 #[cfg(test)]
@@ -352,7 +352,7 @@ impl LmdbLogStore {
         let journal = self
             .journal
             .touched
-            .then(|| self.journal.generation.wrapping_add(1));
+            .then(|| journal::next_generation(self.journal.generation));
         let commit = Commit {
             journal,
             env: self.env.clone(),

@@ -538,6 +538,20 @@ pub(super) fn open_databases(
             (meta, others)
         }
     };
+    // A store that never recorded a journal generation gets a random one,
+    // as every later generation is (see `journal::next_generation`), unless
+    // a journal of generation 0 (the one assumed then) is there to replay.
+    if meta.get(&txn, codec::JOURNAL_KEY).map_err(lmdb)?.is_none()
+        && !dir.join(journal::file_name(0)).exists()
+    {
+        let first = journal::next_generation(0);
+        meta.put(
+            &mut txn,
+            codec::JOURNAL_KEY,
+            &codec::encode_generation(first),
+        )
+        .map_err(lmdb)?;
+    }
     // Database handles opened in a transaction live on only if it commits.
     txn.commit().map_err(lmdb)?;
     Ok(Dbs {

@@ -413,3 +413,30 @@ fn a_failed_flush_keeps_the_writes_staged() {
     assert_eq!(store.log_state(G).unwrap().last.index, LogIndex(6));
     assert_eq!(store.snapshot(G).unwrap(), Some(snapshot));
 }
+
+/// A new store records a random journal generation at once; one that
+/// recorded none but holds a journal of generation 0 (written before
+/// generations were random) keeps 0 and replays that journal.
+#[test]
+fn the_first_journal_generation_is_random_unless_generation_0_is_there() {
+    let journaled = |dir: &Path| LmdbLogStore::open(dir, LmdbOptions::new(5)).unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let mut store = journaled(dir.path());
+    let first = store.journal.generation;
+    assert_ne!(first, 0);
+    assert_eq!(store.journal_generation().unwrap(), first);
+    // As an older build left it: no generation recorded, and a journal of
+    // generation 0.
+    store.journal.generation = 0;
+    store.append(G, &[entry(1), entry(2)]).unwrap();
+    now(store.flush()).unwrap();
+    damage(store, |store, txn| {
+        store.dbs.meta.delete(txn, codec::JOURNAL_KEY).unwrap();
+    });
+    let store = journaled(dir.path());
+    assert_eq!(store.journal.generation, 0);
+    assert_eq!(store.log_state(G).unwrap().last, entry(2).id);
+    // Every store gets a different one.
+    let other = tempfile::tempdir().unwrap();
+    assert_ne!(journaled(other.path()).journal.generation, first);
+}

@@ -430,6 +430,7 @@ fn journal_files(dir: &Path) -> Vec<String> {
 fn a_journal_flush_is_durable_without_an_lmdb_commit() {
     let dir = tempfile::tempdir().unwrap();
     let mut store = open_journaled(dir.path(), 1 << 20);
+    let first = store.journal.generation;
     let threads = record_threads(&mut store);
     current_thread().block_on(async {
         store.append(G, &entries(1, 3)).unwrap();
@@ -444,7 +445,10 @@ fn a_journal_flush_is_durable_without_an_lmdb_commit() {
         store.flush().await.unwrap();
     });
     assert_eq!(threads.lock().unwrap().len(), 2);
-    assert_eq!(journal_files(dir.path()), [crate::journal::file_name(0)]);
+    assert_eq!(
+        journal_files(dir.path()),
+        [crate::journal::file_name(first)]
+    );
     // LMDB has no record of the group yet.
     let txn = store.read_txn().unwrap();
     assert!(
@@ -471,22 +475,33 @@ fn a_journal_flush_is_durable_without_an_lmdb_commit() {
 fn a_checkpoint_starts_a_new_journal_and_nothing_is_replayed_twice() {
     let dir = tempfile::tempdir().unwrap();
     let mut store = open_journaled(dir.path(), 1 << 20);
-    current_thread().block_on(async {
+    let first = store.journal.generation;
+    let second = current_thread().block_on(async {
         store.append(G, &entries(1, 4)).unwrap();
         store.flush().await.unwrap();
         store.save_snapshot(G, &snapshot(b"image")).unwrap();
         store.compact(G, LogId::new(Term(1), LogIndex(2))).unwrap();
         store.flush().await.unwrap();
-        // Generation 0's file is kept for reuse...
-        assert_eq!(journal_files(dir.path()), [crate::journal::file_name(0)]);
-        let reused = fs::metadata(dir.path().join(crate::journal::file_name(0))).unwrap();
+        let second = store.journal.generation;
+        assert_ne!(second, first);
+        // The first generation's file is kept for reuse...
+        assert_eq!(
+            journal_files(dir.path()),
+            [crate::journal::file_name(first)]
+        );
+        let reused = fs::metadata(dir.path().join(crate::journal::file_name(first))).unwrap();
         store.append(G, &entries(5, 6)).unwrap();
         store.flush().await.unwrap();
-        // ...by generation 1's first write, which writes over its start.
-        let now = fs::metadata(dir.path().join(crate::journal::file_name(1))).unwrap();
+        // ...by the second generation's first write, which writes over
+        // its start.
+        let now = fs::metadata(dir.path().join(crate::journal::file_name(second))).unwrap();
         assert_eq!(now.len(), reused.len());
+        second
     });
-    assert_eq!(journal_files(dir.path()), [crate::journal::file_name(1)]);
+    assert_eq!(
+        journal_files(dir.path()),
+        [crate::journal::file_name(second)]
+    );
     drop(store);
     // Reopened with a tiny limit: the replayed journal is checkpointed by
     // the next flush, and a later reopen (journal on again) sees each
@@ -497,8 +512,12 @@ fn a_checkpoint_starts_a_new_journal_and_nothing_is_replayed_twice() {
         store.append(G, &[entry(7)]).unwrap();
         store.flush().await.unwrap();
     });
-    // Generation 2 began; generation 1's file waits to be reused.
-    assert_eq!(journal_files(dir.path()), [crate::journal::file_name(1)]);
+    // A third generation began; the second's file waits to be reused.
+    assert_ne!(store.journal.generation, second);
+    assert_eq!(
+        journal_files(dir.path()),
+        [crate::journal::file_name(second)]
+    );
     drop(store);
     let store = open_journaled(dir.path(), 1 << 20);
     store.verify().unwrap();
@@ -536,6 +555,7 @@ fn a_store_reopened_without_journal_keeps_the_journaled_writes() {
 fn dropped_and_failed_journal_writes_lose_nothing() {
     let dir = tempfile::tempdir().unwrap();
     let mut store = open_journaled(dir.path(), 1 << 20);
+    let first = store.journal.generation;
     current_thread().block_on(async {
         store.append(G, &entries(1, 2)).unwrap();
         let gate = gate(&mut store);
@@ -556,9 +576,13 @@ fn dropped_and_failed_journal_writes_lose_nothing() {
         store.flush().await.unwrap();
         assert!(!store.has_unflushed());
     });
-    // The failed write was followed by a checkpoint: generation 1 began,
-    // and has no file yet; generation 0's is kept for it to reuse.
-    assert_eq!(journal_files(dir.path()), [crate::journal::file_name(0)]);
+    // The failed write was followed by a checkpoint: a new generation
+    // began, and has no file yet; the first one's is kept for it to reuse.
+    assert_ne!(store.journal.generation, first);
+    assert_eq!(
+        journal_files(dir.path()),
+        [crate::journal::file_name(first)]
+    );
     drop(store);
     let store = open_journaled(dir.path(), 1 << 20);
     assert_eq!(read_all(&store, G), entries(1, 5));
