@@ -12,7 +12,7 @@
 //! # }
 //! ```
 
-use std::net::{SocketAddr, TcpListener, UdpSocket};
+use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
@@ -28,6 +28,7 @@ use rcgen::{
 };
 use storage_mem::{KvCommand, KvStateMachine};
 use transport_mem::MemNetwork;
+use transport_util::ports::Protocol;
 
 use crate::BenchError;
 
@@ -90,11 +91,10 @@ pub struct Cluster {
 
 /// A free loopback port for `kind` (TCP or UDP).
 fn free_port(kind: TransportKind) -> Result<SocketAddr, BenchError> {
-    let any = SocketAddr::from(([127, 0, 0, 1], 0));
-    Ok(match kind {
-        TransportKind::Quic => UdpSocket::bind(any)?.local_addr()?,
-        _ => TcpListener::bind(any)?.local_addr()?,
-    })
+    Ok(transport_util::ports::free_loopback_port(match kind {
+        TransportKind::Quic => Protocol::Udp,
+        _ => Protocol::Tcp,
+    })?)
 }
 
 /// A cluster CA and one certificate per node (`node-<id>.raft`), as PEM

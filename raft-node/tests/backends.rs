@@ -4,7 +4,7 @@
 
 #![allow(missing_docs)]
 
-use std::net::{SocketAddr, TcpListener, UdpSocket};
+use std::net::SocketAddr;
 use std::path::Path;
 use std::time::Duration;
 
@@ -18,17 +18,18 @@ use rcgen::{
     BasicConstraints, CertificateParams, ExtendedKeyUsagePurpose, IsCa, KeyPair, KeyUsagePurpose,
 };
 use storage_mem::{KvCommand, KvStateMachine};
+use transport_util::ports::Protocol;
 
 const CLUSTER: u64 = 42;
 const G: GroupId = GroupId(1);
 
 /// A free loopback port for `kind` (TCP or UDP).
 fn free_port(kind: TransportKind) -> SocketAddr {
-    let addr = SocketAddr::from(([127, 0, 0, 1], 0));
-    match kind {
-        TransportKind::Quic => UdpSocket::bind(addr).unwrap().local_addr().unwrap(),
-        _ => TcpListener::bind(addr).unwrap().local_addr().unwrap(),
-    }
+    transport_util::ports::free_loopback_port(match kind {
+        TransportKind::Quic => Protocol::Udp,
+        _ => Protocol::Tcp,
+    })
+    .expect("a free port")
 }
 
 /// A cluster CA and a certificate per node (`node-<id>.raft`), as PEM files.

@@ -60,11 +60,10 @@ async fn still_serves(sender: &TcpTransport, receiver: &Recorder, to: NodeId, se
     .await;
 }
 
-/// A port nothing listens on (bound, noted, closed).
+/// A port nothing listens on.
 fn free_port() -> std::net::SocketAddr {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .and_then(|l| l.local_addr())
-        .expect("free port")
+    transport_util::ports::free_loopback_port(transport_util::ports::Protocol::Tcp)
+        .expect("a free port")
 }
 
 /// A listener that reads the hello of each connection, answers with

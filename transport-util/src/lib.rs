@@ -10,11 +10,14 @@
 //! - the peer table behind `add_peer`, `remove_peer`, `send`,
 //!   `add_address` and `remove_address` ([`PeerTable`]);
 //! - the counters ([`Counters`], [`TransportMetrics`]);
+//! - free loopback ports, below the kernel's ephemeral range, for local
+//!   clusters (module [`ports`]);
 //! - with feature `testing`, a CA and node certificates made in memory
 //!   for tests (module `testing`).
 
 mod metrics;
 mod peers;
+pub mod ports;
 #[cfg(any(test, feature = "testing"))]
 pub mod testing;
 mod tls;

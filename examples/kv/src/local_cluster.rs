@@ -32,15 +32,15 @@
 use std::collections::{BTreeMap, BTreeSet};
 use std::fs::{File, OpenOptions};
 use std::io::{BufRead, BufReader, Read, Seek, SeekFrom, Write};
-use std::net::{Ipv4Addr, SocketAddr, SocketAddrV4, TcpListener, UdpSocket};
+use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, ExitStatus, Stdio};
-use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use anyhow::{Context, anyhow, bail};
 use rustix::process::{Pid, Signal, kill_process};
 use serde::Deserialize;
+use transport_util::ports::{Protocol, free_loopback_port};
 
 /// How to run the nodes of a [`LocalCluster`].
 #[derive(Clone, Debug)]
@@ -189,12 +189,16 @@ impl LocalCluster {
         }
         let logs = config.dir.join("logs");
         std::fs::create_dir_all(&logs).with_context(|| format!("creating {}", logs.display()))?;
-        let udp_raft = config.transport == "quic";
-        let mut ports = PortPicker::new();
+        // Raft ports of a QUIC cluster must be free for UDP as well.
+        let raft_ports = if config.transport == "quic" {
+            Protocol::Both
+        } else {
+            Protocol::Tcp
+        };
         let mut slots = BTreeMap::new();
         for id in 1..=config.nodes {
-            let raft_addr = ports.pick(udp_raft)?;
-            let http_addr = ports.pick(false)?;
+            let raft_addr = free_loopback_port(raft_ports)?;
+            let http_addr = free_loopback_port(Protocol::Tcp)?;
             slots.insert(
                 id,
                 Slot {
@@ -728,82 +732,6 @@ fn wall_clock() -> String {
     format!("{}.{:03}", now.as_secs(), now.subsec_millis())
 }
 
-/// Picks free loopback ports below the kernel's ephemeral range, so that a
-/// port left by a killed node is not handed to some outgoing connection
-/// before the node restarts.
-struct PortPicker {
-    taken: BTreeSet<u16>,
-    state: u64,
-    range: (u16, u16),
-}
-
-/// Ports handed out by this process, so two clusters of one test run do
-/// not pick the same ones.
-static PICKED: std::sync::Mutex<BTreeSet<u16>> = std::sync::Mutex::new(BTreeSet::new());
-static PICKER_SEQ: AtomicU64 = AtomicU64::new(0);
-
-impl PortPicker {
-    fn new() -> Self {
-        let ephemeral_low = std::fs::read_to_string("/proc/sys/net/ipv4/ip_local_port_range")
-            .ok()
-            .and_then(|s| s.split_whitespace().next()?.parse::<u16>().ok())
-            .unwrap_or(32768);
-        let range = if ephemeral_low > 12000 {
-            (10000, ephemeral_low - 1)
-        } else {
-            // An unusual ephemeral range: take ports above it.
-            (ephemeral_low.saturating_add(30000).max(40000), 65000)
-        };
-        let nanos = SystemTime::now()
-            .duration_since(UNIX_EPOCH)
-            .unwrap_or_default()
-            .as_nanos() as u64;
-        let state = nanos
-            ^ u64::from(std::process::id()) << 32
-            ^ PICKER_SEQ
-                .fetch_add(1, Ordering::Relaxed)
-                .wrapping_mul(0x9E37_79B9_7F4A_7C15);
-        PortPicker {
-            taken: BTreeSet::new(),
-            state,
-            range,
-        }
-    }
-
-    fn next(&mut self) -> u64 {
-        // splitmix64
-        self.state = self.state.wrapping_add(0x9E37_79B9_7F4A_7C15);
-        let mut z = self.state;
-        z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
-        z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
-        z ^ (z >> 31)
-    }
-
-    /// A loopback address free for TCP (and for UDP when `udp`).
-    fn pick(&mut self, udp: bool) -> anyhow::Result<SocketAddr> {
-        let (low, high) = self.range;
-        let span = u64::from(high - low) + 1;
-        for _ in 0..1000 {
-            let port = low + (self.next() % span) as u16;
-            if self.taken.contains(&port) {
-                continue;
-            }
-            let addr = SocketAddr::V4(SocketAddrV4::new(Ipv4Addr::LOCALHOST, port));
-            // Free for both protocols, so a node listens on either.
-            let free = TcpListener::bind(addr).is_ok() && (!udp || UdpSocket::bind(addr).is_ok());
-            if !free {
-                continue;
-            }
-            let mut picked = PICKED.lock().unwrap_or_else(|e| e.into_inner());
-            if picked.insert(port) {
-                self.taken.insert(port);
-                return Ok(addr);
-            }
-        }
-        bail!("found no free loopback port in {low}..={high}")
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -839,22 +767,6 @@ mod tests {
         // Followers of another term do not count.
         s.insert(3, status(3, "follower", Some(2), 5));
         assert_eq!(leader_of(&s, 0, 3), None);
-    }
-
-    #[test]
-    fn ports_are_distinct_and_free() {
-        let mut picker = PortPicker::new();
-        let a = picker.pick(true).unwrap();
-        let b = picker.pick(false).unwrap();
-        assert_ne!(a.port(), b.port());
-        assert!(a.ip().is_loopback());
-        TcpListener::bind(a).unwrap();
-        UdpSocket::bind(a).unwrap();
-        let mut other = PortPicker::new();
-        for _ in 0..50 {
-            let c = other.pick(false).unwrap();
-            assert!(c != a && c != b);
-        }
     }
 
     #[test]

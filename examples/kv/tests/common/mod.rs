@@ -3,7 +3,7 @@
 
 #![allow(dead_code, unreachable_pub)]
 
-use std::net::{SocketAddr, TcpListener, UdpSocket};
+use std::net::SocketAddr;
 use std::path::Path;
 use std::time::{Duration, Instant};
 
@@ -11,20 +11,16 @@ use raft_api::{GroupId, NodeId};
 use raft_kv::config::{ServeConfig, ServeSettings};
 use raft_kv::server::Server;
 
+use transport_util::ports::{Protocol, free_loopback_port};
+
 /// A free loopback TCP port.
 pub fn free_tcp() -> SocketAddr {
-    TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
+    free_loopback_port(Protocol::Tcp).unwrap()
 }
 
 /// A free loopback UDP port.
 pub fn free_udp() -> SocketAddr {
-    UdpSocket::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
+    free_loopback_port(Protocol::Udp).unwrap()
 }
 
 /// How to run the nodes of a test cluster.
