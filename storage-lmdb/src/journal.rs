@@ -8,9 +8,9 @@
 //! The `meta` database holds the journal's *generation* `g`, recorded when
 //! the store is created and committed with every checkpoint that starts a
 //! new one (a store written before generations were recorded at creation
-//! has none until then, and uses 0). The journal of generation `g` is the file `journal-<g>.log`; it
-//! holds the writes staged after the checkpoint that recorded `g`, in
-//! order. Opening the store loads LMDB's state and replays that file on
+//! has none until then, and uses 0). The journal of generation `g` is the
+//! file `journal-<g>.log`; it holds the writes staged after the checkpoint
+//! that recorded `g`, in order. Opening the store loads LMDB's state and replays that file on
 //! top of it; files of other generations are obsolete, and are removed.
 //!
 //! Each new generation is a random number, not the one after the last:
