@@ -12,7 +12,8 @@ cd "$(dirname "$0")/.."
 DURATION=${DURATION:-10s}
 SOAK=${SOAK:-120s}
 COMPARE_OPS=${COMPARE_OPS:-200000}
-COMPARE_OPS_SINGLE=${COMPARE_OPS_SINGLE:-20000}
+COMPARE_OPS_SINGLE=${COMPARE_OPS_SINGLE:-50000}
+COMPARE_REPEAT=${COMPARE_REPEAT:-3}
 OUT=benches/RESULTS.md
 
 cargo build --release -p benches --bin raft-bench >&2
@@ -65,10 +66,11 @@ row() {
     echo "persisted at once, a state machine that does nothing, empty requests, N closed-loop"
     echo "clients, all on a 1-thread tokio runtime; throughput = operations / time until the"
     echo "leader applied all. Heartbeat 50 ms and at most 1024 entries per append for both."
+    echo "The libraries alternate for $COMPARE_REPEAT rounds; the table gives each one's best round."
     echo "openraft: $(grep -A1 '^name = "openraft"$' Cargo.lock | sed -n 's/version = "\(.*\)"/\1/p')."
-    show "$BIN compare --ops $COMPARE_OPS --ops-single $COMPARE_OPS_SINGLE"
+    show "$BIN compare --ops $COMPARE_OPS --ops-single $COMPARE_OPS_SINGLE --repeat $COMPARE_REPEAT"
     echo '```text'
-    "$BIN" compare --ops "$COMPARE_OPS" --ops-single "$COMPARE_OPS_SINGLE"
+    "$BIN" compare --ops "$COMPARE_OPS" --ops-single "$COMPARE_OPS_SINGLE" --repeat "$COMPARE_REPEAT"
     echo '```'
 
     echo
