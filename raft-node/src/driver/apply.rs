@@ -38,7 +38,8 @@ pub(super) type ReadFn<S> = Box<dyn FnOnce(&S) + Send>;
 
 /// Work for the apply task, in log order.
 pub(super) enum ApplyMsg<S> {
-    /// Committed entries, with the proposals waiting on some of them.
+    /// Committed entries, with the proposals waiting on some of them (in
+    /// index order, at most one per index).
     Apply(Vec<Entry>, Vec<Waiter>),
     /// Replace the state with a snapshot.
     Restore(Snapshot),
@@ -76,10 +77,10 @@ pub(super) async fn run<S, T>(
         match msg {
             ApplyMsg::Apply(entries, waiters) => {
                 let responses = machine.apply(&entries).await;
-                let mut by_index: BTreeMap<LogIndex, Waiter> =
-                    waiters.into_iter().map(|w| (w.id.index, w)).collect();
+                // Both in index order: each waiter meets its entry.
+                let mut waiters = waiters.into_iter().peekable();
                 for (entry, response) in entries.iter().zip(responses) {
-                    if let Some(w) = by_index.remove(&entry.id.index) {
+                    if let Some(w) = waiters.next_if(|w| w.id.index == entry.id.index) {
                         answer(&shared, w, entry.id, response);
                     }
                 }
