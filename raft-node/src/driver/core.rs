@@ -15,6 +15,7 @@ use raft_api::{
 use tokio::sync::{broadcast, mpsc, oneshot};
 
 use super::apply::{self, ApplyMsg, ApplyShared, Reply, Waiter};
+use super::pending::Pending;
 use super::{
     Cmd, Consistency, Event, GroupMetrics, Metrics, NodeConfig, NodeMetrics, PeerMetrics,
     ProposeResult, Shared, StartError, StateMachineFactory,
@@ -45,7 +46,7 @@ struct Group<S> {
     /// Index of the last entry handed to the apply task.
     handed: LogIndex,
     /// Proposals waiting to be applied, by index.
-    pending: BTreeMap<LogIndex, (Waiter, Instant)>,
+    pending: Pending<Waiter>,
     /// Reads waiting for confirmation, by read id.
     reads: HashMap<u64, (apply::ReadFn<S>, oneshot::Sender<ReadError>, Instant)>,
     changes: Vec<PendingChange>,
@@ -229,7 +230,7 @@ where
                 apply_task: task,
                 applied,
                 handed: LogIndex(0),
-                pending: BTreeMap::new(),
+                pending: Pending::default(),
                 reads: HashMap::new(),
                 changes: Vec::new(),
                 published,
@@ -312,22 +313,14 @@ where
             group.engine.tick(now);
             // Proposals and reads that waited too long.
             let timeout = self.config.propose_timeout;
-            let expired: Vec<LogIndex> = group
-                .pending
-                .iter()
-                .filter(|(_, (_, at))| instant.duration_since(*at) > timeout)
-                .map(|(i, _)| *i)
-                .collect();
-            for index in expired {
-                if let Some((w, _)) = group.pending.remove(&index) {
-                    reply_waiter(
-                        &*self.transport,
-                        self.config.id,
-                        group.engine.group(),
-                        w,
-                        Err(ProposeError::Timeout),
-                    );
-                }
+            for w in group.pending.take_expired(instant, timeout) {
+                reply_waiter(
+                    &*self.transport,
+                    self.config.id,
+                    group.engine.group(),
+                    w,
+                    Err(ProposeError::Timeout),
+                );
             }
             // A read that waited too long is answered, not just dropped:
             // dropped unanswered, its caller would be told the node stopped.
@@ -513,7 +506,7 @@ where
             Ok(id) => {
                 self.metrics.proposals += 1;
                 g.pending
-                    .insert(id.index, (Waiter { id, reply }, self.turn_at));
+                    .insert(id.index, Waiter { id, reply }, self.turn_at);
             }
             Err(ProposeError::NotLeader {
                 leader: Some(leader),
@@ -736,16 +729,7 @@ where
             Action::Apply(entries) => {
                 let mut waiters = Vec::new();
                 if let (Some(first), Some(last)) = (entries.first(), entries.last()) {
-                    let indexes: Vec<LogIndex> = g
-                        .pending
-                        .range(first.id.index..=last.id.index)
-                        .map(|(i, _)| *i)
-                        .collect();
-                    for i in indexes {
-                        if let Some((w, _)) = g.pending.remove(&i) {
-                            waiters.push(w);
-                        }
-                    }
+                    waiters = g.pending.take_range(first.id.index, last.id.index);
                     g.handed = last.id.index;
                 }
                 let _ = g.apply.send(ApplyMsg::Apply(entries, waiters));
@@ -754,17 +738,14 @@ where
                 let last = snapshot.meta.last.index;
                 // Proposals covered by the snapshot were decided elsewhere;
                 // whether theirs is among them is unknown here.
-                let covered: Vec<LogIndex> = g.pending.range(..=last).map(|(i, _)| *i).collect();
-                for i in covered {
-                    if let Some((w, _)) = g.pending.remove(&i) {
-                        reply_waiter(
-                            &*self.transport,
-                            self.config.id,
-                            group,
-                            w,
-                            Err(ProposeError::Unknown),
-                        );
-                    }
+                for w in g.pending.take_through(last) {
+                    reply_waiter(
+                        &*self.transport,
+                        self.config.id,
+                        group,
+                        w,
+                        Err(ProposeError::Unknown),
+                    );
                 }
                 g.handed = last;
                 let _ = g.apply.send(ApplyMsg::Restore(snapshot));
@@ -1033,7 +1014,7 @@ fn reply_waiter_direct<T: Transport>(
 
 /// Fails everything a removed group still had waiting.
 fn fail_group<S, T: Transport>(transport: &T, me: NodeId, group: GroupId, g: Group<S>, why: &str) {
-    for (_, (w, _)) in g.pending {
+    for w in g.pending.into_waiters() {
         reply_waiter(
             transport,
             me,

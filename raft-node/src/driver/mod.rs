@@ -51,6 +51,7 @@
 
 mod apply;
 mod core;
+mod pending;
 
 use std::collections::BTreeMap;
 use std::sync::atomic::{AtomicU64, Ordering};
