@@ -61,13 +61,16 @@ pub fn free_loopback_port(protocol: Protocol) -> io::Result<SocketAddr> {
     })
 }
 
-/// First port of the kernel's ephemeral range.
+/// First port of the kernel's ephemeral range (read once per process).
 fn ephemeral_floor() -> u16 {
-    std::fs::read_to_string("/proc/sys/net/ipv4/ip_local_port_range")
-        .ok()
-        .and_then(|range| range.split_whitespace().next()?.parse::<u16>().ok())
-        .filter(|&floor| floor > LOWEST_PORT + 1_000)
-        .unwrap_or(32_768)
+    static FLOOR: std::sync::OnceLock<u16> = std::sync::OnceLock::new();
+    *FLOOR.get_or_init(|| {
+        std::fs::read_to_string("/proc/sys/net/ipv4/ip_local_port_range")
+            .ok()
+            .and_then(|range| range.split_whitespace().next()?.parse::<u16>().ok())
+            .filter(|&floor| floor > LOWEST_PORT + 1_000)
+            .unwrap_or(32_768)
+    })
 }
 
 /// The first of `ports` free on loopback for `protocol`.

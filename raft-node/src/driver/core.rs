@@ -727,11 +727,13 @@ where
             Action::Send(env) => outbound.entry(env.to).or_default().push(env),
             Action::SendAfterPersist(env) => self.held.entry(env.to).or_default().push(env),
             Action::Apply(entries) => {
-                let mut waiters = Vec::new();
-                if let (Some(first), Some(last)) = (entries.first(), entries.last()) {
-                    waiters = g.pending.take_range(first.id.index, last.id.index);
-                    g.handed = last.id.index;
-                }
+                let waiters = match (entries.first(), entries.last()) {
+                    (Some(first), Some(last)) => {
+                        g.handed = last.id.index;
+                        g.pending.take_range(first.id.index, last.id.index)
+                    }
+                    _ => Vec::new(),
+                };
                 let _ = g.apply.send(ApplyMsg::Apply(entries, waiters));
             }
             Action::RestoreSnapshot(snapshot) => {
