@@ -56,6 +56,15 @@ pub trait LogStore: Send + 'static {
     /// Stages entries that must directly follow the last index.
     fn append(&mut self, group: GroupId, entries: &[Entry]) -> Result<(), StorageError>;
 
+    /// Stages entries like [`append`](Self::append), taking them by value.
+    /// A store that keeps staged entries in memory keeps these instead of
+    /// copies (the driver hands over every batch it writes this way). The
+    /// default calls `append`; an override must behave the same, errors
+    /// included.
+    fn append_owned(&mut self, group: GroupId, entries: Vec<Entry>) -> Result<(), StorageError> {
+        self.append(group, &entries)
+    }
+
     /// Stages removal of every entry at `from` and after.
     fn truncate(&mut self, group: GroupId, from: LogIndex) -> Result<(), StorageError>;
 

@@ -372,6 +372,10 @@ impl LogStore for AnyLogStore {
         each_store!(self, s => s.append(group, entries))
     }
 
+    fn append_owned(&mut self, group: GroupId, entries: Vec<Entry>) -> Result<(), StorageError> {
+        each_store!(self, s => s.append_owned(group, entries))
+    }
+
     fn truncate(&mut self, group: GroupId, from: LogIndex) -> Result<(), StorageError> {
         each_store!(self, s => s.truncate(group, from))
     }

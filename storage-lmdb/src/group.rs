@@ -75,9 +75,12 @@ impl GroupView {
     }
 
     /// Stages entries already checked to follow `last`.
-    pub(crate) fn append(&mut self, entries: &[Entry]) {
-        if let Some(last) = entries.last() {
-            self.tail.extend(entries.iter().cloned());
+    pub(crate) fn append(&mut self, entries: impl IntoIterator<Item = Entry>) {
+        let before = self.tail.len();
+        self.tail.extend(entries);
+        if self.tail.len() > before
+            && let Some(last) = self.tail.back()
+        {
             self.last = last.id;
             self.staged();
         }
@@ -164,7 +167,7 @@ mod tests {
     fn appends_go_to_the_tail() {
         let mut view = stored(5);
         assert_eq!(view.tail_start(), LogIndex(6));
-        view.append(&run(2, 6, 8));
+        view.append(run(2, 6, 8));
         assert_eq!(view.tail_start(), LogIndex(6));
         assert_eq!(view.last, id(2, 8));
         assert_eq!(view.tail_entry(LogIndex(7)).unwrap().id, id(2, 7));
@@ -175,21 +178,21 @@ mod tests {
     #[test]
     fn truncating_stored_entries_lowers_the_tail_start() {
         let mut view = stored(9);
-        view.append(&run(2, 10, 12));
+        view.append(run(2, 10, 12));
         view.truncate(LogIndex(11), id(2, 10));
         assert_eq!(view.tail.len(), 1);
         assert_eq!(view.tail_start(), LogIndex(10));
         view.truncate(LogIndex(4), id(1, 3));
         assert!(view.tail.is_empty());
         assert_eq!(view.tail_start(), LogIndex(4));
-        view.append(&run(3, 4, 4));
+        view.append(run(3, 4, 4));
         assert_eq!(view.tail_start(), LogIndex(4));
     }
 
     #[test]
     fn compaction_drops_the_front_of_the_tail_or_everything() {
         let mut view = stored(4);
-        view.append(&run(2, 5, 8));
+        view.append(run(2, 5, 8));
         view.compact(id(1, 2));
         assert_eq!((view.tail_start(), view.tail.len()), (LogIndex(5), 4));
         view.compact(id(2, 6));

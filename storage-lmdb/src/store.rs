@@ -368,6 +368,28 @@ impl LmdbLogStore {
             .unwrap_or_default()
     }
 
+    /// Checks that `entries` continue the group's log (consecutive indexes
+    /// right after the last one; else [`StorageError::NotContiguous`]) and
+    /// records them in the journal. Whether there was anything to append.
+    fn journal_append(&mut self, group: GroupId, entries: &[Entry]) -> Result<bool, StorageError> {
+        if entries.is_empty() {
+            return Ok(false);
+        }
+        let mut last = self.state_of(group).last.index;
+        for entry in entries {
+            if entry.id.index != last.next() || entry.id.index == LogIndex(u64::MAX) {
+                return Err(StorageError::NotContiguous {
+                    group,
+                    last,
+                    got: entry.id.index,
+                });
+            }
+            last = entry.id.index;
+        }
+        self.journal.record_op(&OpRef::Append(group, entries))?;
+        Ok(true)
+    }
+
     // -- Errors and paths --------------------------------------------------
 
     pub(crate) fn lmdb(&self, error: heed::Error) -> StorageError {
@@ -484,22 +506,20 @@ impl LogStore for LmdbLogStore {
     /// after the last one (else [`StorageError::NotContiguous`], and nothing
     /// is staged). An empty slice changes nothing.
     fn append(&mut self, group: GroupId, entries: &[Entry]) -> Result<(), StorageError> {
-        if entries.is_empty() {
-            return Ok(());
+        if self.journal_append(group, entries)? {
+            self.groups
+                .entry(group)
+                .or_default()
+                .append(entries.iter().cloned());
         }
-        let mut last = self.state_of(group).last.index;
-        for entry in entries {
-            if entry.id.index != last.next() || entry.id.index == LogIndex(u64::MAX) {
-                return Err(StorageError::NotContiguous {
-                    group,
-                    last,
-                    got: entry.id.index,
-                });
-            }
-            last = entry.id.index;
+        Ok(())
+    }
+
+    /// Like `append`, keeping the entries given instead of copies.
+    fn append_owned(&mut self, group: GroupId, entries: Vec<Entry>) -> Result<(), StorageError> {
+        if self.journal_append(group, &entries)? {
+            self.groups.entry(group).or_default().append(entries);
         }
-        self.journal.record_op(&OpRef::Append(group, entries))?;
-        self.groups.entry(group).or_default().append(entries);
         Ok(())
     }
 

@@ -159,6 +159,46 @@ impl MemLogStore {
         !self.undo.is_empty()
     }
 
+    /// Checks that `entries` may be appended to the group's log: the store
+    /// is writable and the indexes continue the log without a gap.
+    fn check_append(&self, group: GroupId, entries: &[Entry]) -> Result<(), StorageError> {
+        self.check_writable()?;
+        let mut last = self.state_of(group).last.index;
+        for entry in entries {
+            if entry.id.index != last.next() {
+                return Err(StorageError::NotContiguous {
+                    group,
+                    last,
+                    got: entry.id.index,
+                });
+            }
+            last = entry.id.index;
+        }
+        Ok(())
+    }
+
+    /// Stages checked entries at the end of the group's log.
+    fn stage_append(&mut self, group: GroupId, entries: impl IntoIterator<Item = Entry>) {
+        let mut entries = entries.into_iter().peekable();
+        if entries.peek().is_none() {
+            return;
+        }
+        // Consecutive appends to the same group share one undo record: undoing
+        // the first undoes them all.
+        if let Some((last_group, Undo::Append { .. })) = self.undo.last()
+            && *last_group == group
+            && let Some(log) = self.view.get_mut(&group)
+        {
+            log.entries.extend(entries);
+            return;
+        }
+        self.stage(group, |log| {
+            let len = log.entries.len();
+            log.entries.extend(entries);
+            Undo::Append { len }
+        });
+    }
+
     fn check_writable(&self) -> Result<(), StorageError> {
         if self.fail_writes {
             Err(StorageError::Other(INJECTED_FAILURE.into()))
@@ -270,35 +310,15 @@ impl LogStore for MemLogStore {
     /// after the last one (else [`StorageError::NotContiguous`]). An empty
     /// slice changes nothing.
     fn append(&mut self, group: GroupId, entries: &[Entry]) -> Result<(), StorageError> {
-        self.check_writable()?;
-        if entries.is_empty() {
-            return Ok(());
-        }
-        let mut last = self.state_of(group).last.index;
-        for entry in entries {
-            if entry.id.index != last.next() {
-                return Err(StorageError::NotContiguous {
-                    group,
-                    last,
-                    got: entry.id.index,
-                });
-            }
-            last = entry.id.index;
-        }
-        // Consecutive appends to the same group share one undo record: undoing
-        // the first undoes them all.
-        if let Some((last_group, Undo::Append { .. })) = self.undo.last()
-            && *last_group == group
-            && let Some(log) = self.view.get_mut(&group)
-        {
-            log.entries.extend(entries.iter().cloned());
-            return Ok(());
-        }
-        self.stage(group, |log| {
-            let len = log.entries.len();
-            log.entries.extend(entries.iter().cloned());
-            Undo::Append { len }
-        });
+        self.check_append(group, entries)?;
+        self.stage_append(group, entries.iter().cloned());
+        Ok(())
+    }
+
+    /// Like `append`, keeping the entries given instead of copies.
+    fn append_owned(&mut self, group: GroupId, entries: Vec<Entry>) -> Result<(), StorageError> {
+        self.check_append(group, &entries)?;
+        self.stage_append(group, entries);
         Ok(())
     }
 

@@ -6,8 +6,8 @@
 //! drops the store and opens its directory again; an in-memory backend keeps
 //! its durable copy and throws away what was staged (`MemLogStore::crash`).
 //!
-//! The cases check the contract written on [`LogStore`]: appends that must
-//! continue the log, reads bounded by `max_bytes`, errors for compacted and
+//! The cases check the contract written on [`LogStore`]: appends (by
+//! reference and by value) that must continue the log, reads bounded by `max_bytes`, errors for compacted and
 //! missing entries, truncation, compaction within the log and past its end,
 //! hard states, snapshots, independent groups, staged writes visible at once,
 //! durability of flushed writes across a reopen and loss of unflushed ones.
@@ -103,6 +103,7 @@ pub async fn log_store_suite<H: LogStoreHarness>(harness: &mut H) {
         append_and_read_back,
         every_payload_round_trips,
         append_must_follow_the_last_index,
+        owned_appends_are_appends,
         reads_are_bounded_by_max_bytes,
         reading_compacted_or_missing_entries_fails,
         truncate_removes_the_tail,
@@ -356,6 +357,48 @@ async fn append_must_follow_the_last_index<H: LogStoreHarness>(harness: &mut H) 
     refused(store.append(G, &run(3, 5, 5)), 10, 5);
     store.append(G, &run(3, 11, 11)).unwrap();
     assert_eq!(all(&store, G), run(3, 11, 11));
+}
+
+/// `append_owned` is `append` taking the entries by value: the same reads,
+/// the same refusals (nothing staged), the same durability, and the two
+/// mix freely.
+async fn owned_appends_are_appends<H: LogStoreHarness>(harness: &mut H) {
+    let mut store = harness.open();
+    store.append_owned(G, run(1, 1, 3)).unwrap();
+    store.append(G, &run(1, 4, 4)).unwrap();
+    store.append_owned(G, run(2, 5, 6)).unwrap();
+    assert_eq!(all(&store, G), [run(1, 1, 4), run(2, 5, 6)].concat());
+    assert_eq!(store.log_state(G).unwrap().last, id(2, 6));
+    for (batch, got) in [
+        (run(2, 8, 9), 8),
+        (run(2, 6, 7), 6),
+        (vec![entry(2, 7), entry(2, 9)], 9),
+    ] {
+        match store.append_owned(G, batch) {
+            Err(StorageError::NotContiguous {
+                group: G, got: g, ..
+            }) => {
+                assert_eq!(g, LogIndex(got));
+            }
+            other => panic!("expected NotContiguous for index {got}, got {other:?}"),
+        }
+    }
+    store.append_owned(G, Vec::new()).unwrap();
+    assert_eq!(store.log_state(G).unwrap().last, id(2, 6));
+    assert_eq!(all(&store, G).len(), 6, "a refused batch stages nothing");
+
+    // Flushed owned appends survive a reopen; unflushed ones are lost.
+    flush(&mut store).await;
+    store.append_owned(G, run(3, 7, 8)).unwrap();
+    let mut store = harness.reopen(store);
+    assert_eq!(all(&store, G), [run(1, 1, 4), run(2, 5, 6)].concat());
+    store.append_owned(G, run(3, 7, 8)).unwrap();
+    flush(&mut store).await;
+    let store = harness.reopen(store);
+    assert_eq!(
+        all(&store, G),
+        [run(1, 1, 4), run(2, 5, 6), run(3, 7, 8)].concat()
+    );
 }
 
 async fn reads_are_bounded_by_max_bytes<H: LogStoreHarness>(harness: &mut H) {
@@ -862,7 +905,11 @@ async fn random_operations_match_a_model<H: LogStoreHarness>(harness: &mut H) {
                         }
                     })
                     .collect();
-                store.append(group, &batch).unwrap();
+                if step % 2 == 0 {
+                    store.append(group, &batch).unwrap();
+                } else {
+                    store.append_owned(group, batch.clone()).unwrap();
+                }
                 view.entry(group).or_default().entries.extend(batch);
             }
             35..=44 if compacted.index < last.index => {

@@ -653,7 +653,7 @@ where
                 Action::AppendLog(batch) => {
                     entries += batch.len() as u64;
                     *last = batch.last().map(|e| e.id).or(*last);
-                    store.append(group, &batch)
+                    store.append_owned(group, batch)
                 }
                 Action::SaveSnapshot(snapshot) => store.save_snapshot(group, &snapshot),
                 Action::CompactLog { upto } => store.compact(group, upto),
