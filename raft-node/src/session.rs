@@ -592,13 +592,12 @@ impl<S> SessionMachine<S> {
     }
 }
 
-impl<S: StateMachine> StateMachine for SessionMachine<S> {
-    /// Applies `entries` as the [module documentation](self) describes:
-    /// decides each command, passes the whole batch to the inner machine in
-    /// one call (headers stripped, rejected commands replaced by blank
-    /// entries at the same index), and answers each entry. A response
-    /// missing from the inner machine's answer counts as empty.
-    async fn apply(&mut self, entries: &[Entry]) -> Vec<Bytes> {
+impl<S: StateMachine> SessionMachine<S> {
+    /// Applies `entries` as [`apply`](StateMachine::apply) does, and
+    /// returns each entry's reply before encoding: `None` for an entry that
+    /// carries no command. The driver answers its own callers from these,
+    /// without encoding and decoding each reply.
+    pub(crate) async fn apply_replies(&mut self, entries: &[Entry]) -> Vec<Option<SessionReply>> {
         let (decisions, inner_entries, pending) = self.plan(entries);
         let inner_responses = self.inner.apply(&inner_entries).await;
         let inner_response =
@@ -612,15 +611,30 @@ impl<S: StateMachine> StateMachine for SessionMachine<S> {
             .into_iter()
             .enumerate()
             .map(|(position, decision)| match decision {
-                Decision::PassThrough => Bytes::new(),
-                Decision::Applied => tagged(REPLY_APPLIED, &inner_response(position)),
-                Decision::Duplicate(response) => tagged(REPLY_DUPLICATE, &response),
+                Decision::PassThrough => None,
+                Decision::Applied => Some(SessionReply::Applied(inner_response(position))),
+                Decision::Duplicate(response) => Some(SessionReply::Duplicate(response)),
                 Decision::DuplicateInBatch(first) => {
-                    tagged(REPLY_DUPLICATE, &inner_response(first))
+                    Some(SessionReply::Duplicate(inner_response(first)))
                 }
-                Decision::Stale => encode_reply(&SessionReply::Stale),
-                Decision::Malformed => encode_reply(&SessionReply::Malformed),
+                Decision::Stale => Some(SessionReply::Stale),
+                Decision::Malformed => Some(SessionReply::Malformed),
             })
+            .collect()
+    }
+}
+
+impl<S: StateMachine> StateMachine for SessionMachine<S> {
+    /// Applies `entries` as the [module documentation](self) describes:
+    /// decides each command, passes the whole batch to the inner machine in
+    /// one call (headers stripped, rejected commands replaced by blank
+    /// entries at the same index), and answers each entry. A response
+    /// missing from the inner machine's answer counts as empty.
+    async fn apply(&mut self, entries: &[Entry]) -> Vec<Bytes> {
+        self.apply_replies(entries)
+            .await
+            .into_iter()
+            .map(|reply| reply.map_or_else(Bytes::new, |reply| encode_reply(&reply)))
             .collect()
     }
 
@@ -1052,6 +1066,48 @@ mod tests {
             [duplicate(KvResponse::Cas(true)), SessionReply::Stale]
         );
         assert_eq!(sm.inner().get(b"a"), Some(b("2")));
+    }
+
+    #[test]
+    fn replies_before_encoding_are_what_apply_encodes() {
+        let batch = |start: u64| -> Vec<Entry> {
+            let payloads = vec![
+                Payload::Blank,
+                raw(None, "plain"),
+                raw(Some((1, 1)), "a"),
+                raw(Some((1, 1)), "a"),
+                raw(Some((2, 5)), "b"),
+                raw(Some((2, 4)), "old"),
+                Payload::Command(Bytes::from_static(&[0xee, 1, 2])),
+                Payload::Membership(Box::new(Membership::new([1, 2].map(NodeId)))),
+            ];
+            (start..).zip(payloads).map(|(i, p)| entry(i, p)).collect()
+        };
+        let mut encoded = SessionMachine::new(Recorder::default(), 8);
+        let mut direct = SessionMachine::new(Recorder::default(), 8);
+        // The second round retries every command of the first.
+        for start in [1, 9] {
+            let entries = batch(start);
+            let want = block_on(encoded.apply(&entries));
+            let got = block_on(direct.apply_replies(&entries));
+            assert_eq!(got.len(), want.len());
+            for (got, want) in got.iter().zip(&want) {
+                match got {
+                    None => assert!(want.is_empty()),
+                    Some(reply) => assert_eq!(encode_reply(reply), want),
+                }
+            }
+            assert_eq!(got[0], None, "a blank entry carries no command");
+            assert_eq!(got[7], None, "nor does a membership entry");
+            assert_eq!(got[6], Some(SessionReply::Malformed));
+            assert_eq!(got[5], Some(SessionReply::Stale));
+            assert_eq!(got[3], Some(SessionReply::Duplicate(ok("a"))));
+        }
+        assert_eq!(
+            direct.inner(),
+            encoded.inner(),
+            "the inner machines saw the same"
+        );
     }
 
     #[test]

@@ -17,7 +17,7 @@ use tokio::sync::{mpsc, oneshot};
 
 use super::{Cmd, Event, ProposeResult};
 use crate::error::ProposeError;
-use crate::session::{SessionMachine, SessionReply, decode_reply};
+use crate::session::{SessionMachine, SessionReply, decode_reply, encode_reply};
 
 /// Who waits for the outcome of a proposal.
 pub(super) enum Reply {
@@ -76,7 +76,7 @@ pub(super) async fn run<S, T>(
     while let Some(msg) = queue.recv().await {
         match msg {
             ApplyMsg::Apply(entries, waiters) => {
-                let responses = machine.apply(&entries).await;
+                let responses = machine.apply_replies(&entries).await;
                 // Both in index order: each waiter meets its entry.
                 let mut waiters = waiters.into_iter().peekable();
                 for (entry, response) in entries.iter().zip(responses) {
@@ -133,18 +133,32 @@ pub(super) async fn run<S, T>(
     }
 }
 
-/// Answers the proposal of the entry applied at `applied`'s index.
-fn answer<T: Transport>(shared: &ApplyShared<T>, w: Waiter, applied: LogId, response: Bytes) {
-    let outcome = if w.id == applied {
-        ForwardOutcome::Applied(response)
-    } else {
-        ForwardOutcome::Lost
-    };
+/// Answers the proposal of the entry applied at `applied`'s index, whose
+/// reply is `reply` (`None`: the entry carried no command).
+fn answer<T: Transport>(
+    shared: &ApplyShared<T>,
+    w: Waiter,
+    applied: LogId,
+    reply: Option<SessionReply>,
+) {
+    let ours = w.id == applied;
     match w.reply {
         Reply::Local(tx) => {
-            let _ = tx.send(outcome_to_result(outcome));
+            // Answered from the reply itself: encoding it for the caller
+            // to decode would cost an allocation and a copy per entry.
+            let result = match reply {
+                _ if !ours => Err(ProposeError::Lost),
+                Some(reply) => reply_to_result(reply),
+                None => Err(ProposeError::Malformed),
+            };
+            let _ = tx.send(result);
         }
         Reply::Remote(to, id) => {
+            let outcome = if ours {
+                ForwardOutcome::Applied(reply.map_or_else(Bytes::new, |r| encode_reply(&r)))
+            } else {
+                ForwardOutcome::Lost
+            };
             let env = Envelope {
                 group: shared.group,
                 from: shared.node,
@@ -157,13 +171,21 @@ fn answer<T: Transport>(shared: &ApplyShared<T>, w: Waiter, applied: LogId, resp
     }
 }
 
+/// What a caller gets for the reply to its applied command.
+fn reply_to_result(reply: SessionReply) -> ProposeResult {
+    match reply {
+        SessionReply::Applied(r) | SessionReply::Duplicate(r) => Ok(r),
+        SessionReply::Stale => Err(ProposeError::Stale),
+        SessionReply::Malformed => Err(ProposeError::Malformed),
+    }
+}
+
 /// What a caller gets for an outcome (local or forwarded).
 pub(super) fn outcome_to_result(outcome: ForwardOutcome) -> ProposeResult {
     match outcome {
         ForwardOutcome::Applied(reply) => match decode_reply(&reply) {
-            Ok(SessionReply::Applied(r) | SessionReply::Duplicate(r)) => Ok(r),
-            Ok(SessionReply::Stale) => Err(ProposeError::Stale),
-            Ok(SessionReply::Malformed) | Err(_) => Err(ProposeError::Malformed),
+            Ok(reply) => reply_to_result(reply),
+            Err(_) => Err(ProposeError::Malformed),
         },
         ForwardOutcome::NotLeader(leader) => Err(ProposeError::NotLeader { leader }),
         ForwardOutcome::Busy => Err(ProposeError::Busy),
