@@ -15,6 +15,7 @@ use raft_api::{
 };
 use tokio::sync::{mpsc, oneshot};
 
+use super::pending::Handed;
 use super::{Cmd, Event, ProposeResult};
 use crate::error::ProposeError;
 use crate::session::{SessionMachine, SessionReply, decode_reply, encode_reply};
@@ -38,9 +39,9 @@ pub(super) type ReadFn<S> = Box<dyn FnOnce(&S) + Send>;
 
 /// Work for the apply task, in log order.
 pub(super) enum ApplyMsg<S> {
-    /// Committed entries, with the proposals waiting on some of them (in
-    /// index order, at most one per index).
-    Apply(Vec<Entry>, Vec<Waiter>),
+    /// Committed entries. The proposals waiting on some of them are in
+    /// [`ApplyShared::waiters`].
+    Apply(Vec<Entry>),
     /// Replace the state with a snapshot.
     Restore(Snapshot),
     /// Build a snapshot and report it to the consensus loop.
@@ -58,6 +59,8 @@ pub(super) struct ApplyShared<T> {
     pub(super) transport: Arc<T>,
     /// Index of the last entry applied (for backpressure and metrics).
     pub(super) applied: Arc<AtomicU64>,
+    /// Proposals waiting on the entries handed to this task, by index.
+    pub(super) waiters: Arc<Handed<Waiter>>,
     pub(super) events: tokio::sync::broadcast::Sender<Event>,
 }
 
@@ -75,14 +78,28 @@ pub(super) async fn run<S, T>(
     let mut reads: BTreeMap<LogIndex, Vec<ReadFn<S>>> = BTreeMap::new();
     while let Some(msg) = queue.recv().await {
         match msg {
-            ApplyMsg::Apply(entries, waiters) => {
+            ApplyMsg::Apply(entries) => {
                 let responses = machine.apply_replies(&entries).await;
+                // Taken once applied: while the state machine works, the
+                // consensus loop may still answer those that time out.
+                let waiters = match entries.last() {
+                    Some(last) => shared.waiters.lock().take_through(last.id.index),
+                    None => Vec::new(),
+                };
                 // Both in index order: each waiter meets its entry.
                 let mut waiters = waiters.into_iter().peekable();
                 for (entry, response) in entries.iter().zip(responses) {
+                    // Waiting on an entry before this batch (none should):
+                    // its fate is not known here.
+                    while let Some(w) = waiters.next_if(|w| w.id.index < entry.id.index) {
+                        answer_unknown(&shared, w);
+                    }
                     if let Some(w) = waiters.next_if(|w| w.id.index == entry.id.index) {
                         answer(&shared, w, entry.id, response);
                     }
+                }
+                for w in waiters {
+                    answer_unknown(&shared, w);
                 }
             }
             ApplyMsg::Restore(snapshot) => {
@@ -159,16 +176,36 @@ fn answer<T: Transport>(
             } else {
                 ForwardOutcome::Lost
             };
-            let env = Envelope {
-                group: shared.group,
-                from: shared.node,
-                to,
-                term: Term(0),
-                msg: Message::ForwardResp(ForwardResponse { id, outcome }),
-            };
-            let _ = shared.transport.send(to, vec![env]);
+            send_outcome(shared, to, id, outcome);
         }
     }
+}
+
+/// Answers a proposal whose outcome is not known here.
+fn answer_unknown<T: Transport>(shared: &ApplyShared<T>, w: Waiter) {
+    match w.reply {
+        Reply::Local(tx) => {
+            let _ = tx.send(Err(ProposeError::Unknown));
+        }
+        Reply::Remote(to, id) => send_outcome(shared, to, id, ForwardOutcome::Unknown),
+    }
+}
+
+/// Sends a forwarded proposal's outcome to the follower that forwarded it.
+fn send_outcome<T: Transport>(
+    shared: &ApplyShared<T>,
+    to: NodeId,
+    id: u64,
+    outcome: ForwardOutcome,
+) {
+    let env = Envelope {
+        group: shared.group,
+        from: shared.node,
+        to,
+        term: Term(0),
+        msg: Message::ForwardResp(ForwardResponse { id, outcome }),
+    };
+    let _ = shared.transport.send(to, vec![env]);
 }
 
 /// What a caller gets for the reply to its applied command.

@@ -15,7 +15,7 @@ use raft_api::{
 use tokio::sync::{broadcast, mpsc, oneshot};
 
 use super::apply::{self, ApplyMsg, ApplyShared, Reply, Waiter};
-use super::pending::Pending;
+use super::pending::{Handed, Pending};
 use super::{
     Cmd, Consistency, Event, GroupMetrics, Metrics, NodeConfig, NodeMetrics, PeerMetrics,
     ProposeResult, Shared, StartError, StateMachineFactory,
@@ -45,8 +45,12 @@ struct Group<S> {
     applied: Arc<AtomicU64>,
     /// Index of the last entry handed to the apply task.
     handed: LogIndex,
-    /// Proposals waiting to be applied, by index.
+    /// Proposals whose entries are not yet handed to the apply task, by
+    /// index.
     pending: Pending<Waiter>,
+    /// Proposals whose entries were handed to the apply task, which
+    /// answers them once applied (the loop answers those that time out).
+    handed_waiters: Arc<Handed<Waiter>>,
     /// Reads waiting for confirmation, by read id.
     reads: HashMap<u64, (apply::ReadFn<S>, oneshot::Sender<ReadError>, Instant)>,
     changes: Vec<PendingChange>,
@@ -209,6 +213,7 @@ where
         let machine = SessionMachine::new(self.factory.create(group), self.config.max_sessions);
         let (apply_tx, apply_rx) = mpsc::unbounded_channel();
         let applied = Arc::new(AtomicU64::new(0));
+        let handed_waiters = Arc::new(Handed::default());
         let task = tokio::spawn(apply::run(
             machine,
             apply_rx,
@@ -218,6 +223,7 @@ where
                 group,
                 transport: self.transport.clone(),
                 applied: applied.clone(),
+                waiters: handed_waiters.clone(),
                 events: self.events.clone(),
             },
         ));
@@ -231,6 +237,7 @@ where
                 applied,
                 handed: LogIndex(0),
                 pending: Pending::default(),
+                handed_waiters,
                 reads: HashMap::new(),
                 changes: Vec::new(),
                 published,
@@ -311,9 +318,13 @@ where
         let instant = Instant::now();
         for group in self.groups.values_mut() {
             group.engine.tick(now);
-            // Proposals and reads that waited too long.
+            // Proposals and reads that waited too long: those handed to
+            // the apply task too, which cannot answer them while its state
+            // machine is stuck.
             let timeout = self.config.propose_timeout;
-            for w in group.pending.take_expired(instant, timeout) {
+            let mut expired = group.pending.take_expired(instant, timeout);
+            expired.extend(group.handed_waiters.lock().take_expired(instant, timeout));
+            for w in expired {
                 reply_waiter(
                     &*self.transport,
                     self.config.id,
@@ -337,13 +348,18 @@ where
                 }
             }
         }
-        self.forwarded.retain(|_, f| {
-            if instant >= f.deadline {
-                // The caller's own timeout answers it.
-                return false;
+        // Forwarded proposals whose leader did not answer in time.
+        let expired: Vec<u64> = self
+            .forwarded
+            .iter()
+            .filter(|(_, f)| instant >= f.deadline)
+            .map(|(&id, _)| id)
+            .collect();
+        for id in expired {
+            if let Some(f) = self.forwarded.remove(&id) {
+                let _ = f.reply.send(Err(ProposeError::Timeout));
             }
-            true
-        });
+        }
         if self.config.balance_leaders && self.groups.len() > 1 && instant >= self.next_balance {
             self.next_balance = instant + self.config.balance_interval;
             self.balance_leaders();
@@ -727,14 +743,17 @@ where
             Action::Send(env) => outbound.entry(env.to).or_default().push(env),
             Action::SendAfterPersist(env) => self.held.entry(env.to).or_default().push(env),
             Action::Apply(entries) => {
-                let waiters = match (entries.first(), entries.last()) {
-                    (Some(first), Some(last)) => {
-                        g.handed = last.id.index;
-                        g.pending.take_range(first.id.index, last.id.index)
-                    }
-                    _ => Vec::new(),
-                };
-                let _ = g.apply.send(ApplyMsg::Apply(entries, waiters));
+                if let (Some(first), Some(last)) = (entries.first(), entries.last()) {
+                    g.handed = last.id.index;
+                    // Before the entries go: the apply task looks for
+                    // their waiters once it has applied them.
+                    g.pending.move_range_into(
+                        first.id.index,
+                        last.id.index,
+                        &mut g.handed_waiters.lock(),
+                    );
+                }
+                let _ = g.apply.send(ApplyMsg::Apply(entries));
             }
             Action::RestoreSnapshot(snapshot) => {
                 let last = snapshot.meta.last.index;
@@ -1016,7 +1035,11 @@ fn reply_waiter_direct<T: Transport>(
 
 /// Fails everything a removed group still had waiting.
 fn fail_group<S, T: Transport>(transport: &T, me: NodeId, group: GroupId, g: Group<S>, why: &str) {
-    for w in g.pending.into_waiters() {
+    g.apply_task.abort();
+    // Whatever the apply task had not taken yet is answered here; a waiter
+    // is taken out once, under the lock, by whoever answers it.
+    let handed = std::mem::take(&mut *g.handed_waiters.lock());
+    for w in handed.into_waiters().chain(g.pending.into_waiters()) {
         reply_waiter(
             transport,
             me,
@@ -1031,5 +1054,4 @@ fn fail_group<S, T: Transport>(transport: &T, me: NodeId, group: GroupId, g: Gro
     for c in g.changes {
         let _ = c.reply.send(Err(AdminError::Failed(why.into())));
     }
-    g.apply_task.abort();
 }

@@ -6,6 +6,7 @@
 //! both without the node allocations and rebalancing of a search tree.
 
 use std::collections::VecDeque;
+use std::sync::{Mutex, MutexGuard, PoisonError};
 use std::time::{Duration, Instant};
 
 use raft_api::LogIndex;
@@ -15,6 +16,27 @@ use raft_api::LogIndex;
 #[derive(Debug)]
 pub(super) struct Pending<W> {
     queue: VecDeque<(LogIndex, W, Instant)>,
+}
+
+/// Waiters shared by the consensus loop and a group's apply task: those of
+/// entries handed to the apply task. The apply task takes them as it
+/// answers them; the loop takes those that waited too long, even while the
+/// state machine is stuck, so every proposal is answered in time.
+pub(super) struct Handed<W>(Mutex<Pending<W>>);
+
+impl<W> Default for Handed<W> {
+    fn default() -> Self {
+        Self(Mutex::new(Pending::default()))
+    }
+}
+
+impl<W> Handed<W> {
+    /// The waiters, locked. Whoever takes a waiter out answers it, so a
+    /// panic while holding the lock leaves nothing half done: a poisoned
+    /// lock is used as it is.
+    pub(super) fn lock(&self) -> MutexGuard<'_, Pending<W>> {
+        self.0.lock().unwrap_or_else(PoisonError::into_inner)
+    }
 }
 
 impl<W> Default for Pending<W> {
@@ -55,14 +77,16 @@ impl<W> Pending<W> {
         }
     }
 
-    /// Removes the waiters of `first..=last`, in index order.
-    pub(super) fn take_range(&mut self, first: LogIndex, last: LogIndex) -> Vec<W> {
+    /// Moves the waiters of `first..=last` into `into`, keeping the times
+    /// they were proposed.
+    pub(super) fn move_range_into(&mut self, first: LogIndex, last: LogIndex, into: &mut Self) {
         let from = self.position(first);
         let to = self.after(last);
-        if from >= to {
-            return Vec::new();
+        if from < to {
+            for (index, w, at) in self.queue.drain(from..to) {
+                into.insert(index, w, at);
+            }
         }
-        self.queue.drain(from..to).map(|(_, w, _)| w).collect()
     }
 
     /// Removes the waiters of every index up to `last`.
@@ -109,23 +133,46 @@ mod tests {
         p
     }
 
+    /// Moves `first..=last` out of `p` and returns what moved.
+    fn take_range(p: &mut Pending<u64>, first: u64, last: u64) -> Vec<u64> {
+        let mut into = Pending::default();
+        p.move_range_into(LogIndex(first), LogIndex(last), &mut into);
+        into.into_waiters().collect()
+    }
+
     #[test]
     fn ranges_come_out_in_index_order_and_only_once() {
         let now = Instant::now();
         let mut p = pending(&[3, 4, 6, 9], now);
-        assert_eq!(p.take_range(LogIndex(4), LogIndex(8)), [4, 6]);
-        assert_eq!(p.take_range(LogIndex(4), LogIndex(8)), Vec::<u64>::new());
-        assert_eq!(p.take_range(LogIndex(10), LogIndex(12)), Vec::<u64>::new());
+        assert_eq!(take_range(&mut p, 4, 8), [4, 6]);
+        assert_eq!(take_range(&mut p, 4, 8), Vec::<u64>::new());
+        assert_eq!(take_range(&mut p, 10, 12), Vec::<u64>::new());
         assert_eq!(p.len(), 2);
         assert_eq!(p.take_through(LogIndex(5)), [3]);
         assert_eq!(p.take_through(LogIndex(u64::MAX)), [9]);
-        assert_eq!(
-            p.take_range(LogIndex(0), LogIndex(u64::MAX)),
-            Vec::<u64>::new()
-        );
+        assert_eq!(take_range(&mut p, 0, u64::MAX), Vec::<u64>::new());
         p.insert(LogIndex(u64::MAX), 1, now);
-        assert_eq!(p.take_range(LogIndex(9), LogIndex(u64::MAX)), [1]);
+        assert_eq!(take_range(&mut p, 9, u64::MAX), [1]);
         assert_eq!(p.into_waiters().count(), 0);
+    }
+
+    #[test]
+    fn a_moved_range_keeps_its_times() {
+        let start = Instant::now();
+        let later = start + Duration::from_millis(50);
+        let mut from = pending(&[1, 2], start);
+        from.insert(LogIndex(3), 3, later);
+        from.insert(LogIndex(4), 4, later);
+        let mut into = pending(&[], start);
+        from.move_range_into(LogIndex(2), LogIndex(3), &mut into);
+        from.move_range_into(LogIndex(7), LogIndex(9), &mut into);
+        assert_eq!(from.len(), 2);
+        assert_eq!(into.len(), 2);
+        // Each keeps the time it was proposed at.
+        let ms = Duration::from_millis(1);
+        assert_eq!(into.take_expired(later, Duration::from_millis(49)), [2]);
+        assert_eq!(into.take_expired(later + 2 * ms, ms), [3]);
+        assert_eq!(from.into_waiters().collect::<Vec<_>>(), [1, 4]);
     }
 
     #[test]

@@ -129,6 +129,9 @@ impl LogStore for SharedStore {
     fn append(&mut self, group: GroupId, entries: &[Entry]) -> Result<(), StorageError> {
         self.with(|s| s.append(group, entries))
     }
+    fn append_owned(&mut self, group: GroupId, entries: Vec<Entry>) -> Result<(), StorageError> {
+        self.with(|s| s.append_owned(group, entries))
+    }
     fn truncate(&mut self, group: GroupId, from: LogIndex) -> Result<(), StorageError> {
         self.with(|s| s.truncate(group, from))
     }
