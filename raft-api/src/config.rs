@@ -36,8 +36,10 @@ pub struct Config {
     /// leader (leader stickiness). Default true.
     pub check_quorum: bool,
     /// Build a snapshot once this many entries were applied since the last
-    /// one, then compact the log up to it (minus `snapshot_trailing`). 0
-    /// turns automatic snapshots off (the application may still trigger
+    /// one, then compact the log up to it (minus `snapshot_trailing`). Each
+    /// snapshot comes after up to a quarter fewer, drawn at random, so the
+    /// replicas of a group do not all write a snapshot at the same moment.
+    /// 0 turns automatic snapshots off (the application may still trigger
     /// them). Default 10000.
     pub snapshot_threshold: u64,
     /// Entries kept in the log behind the snapshot when compacting, so a

@@ -247,6 +247,14 @@ pub struct Engine {
     snapshot: Option<Snapshot>,
     /// A snapshot build was asked for and not yet reported.
     snapshot_building: bool,
+    /// Entries applied since the last snapshot that ask for the next one:
+    /// `snapshot_threshold` less up to a quarter, drawn anew for each
+    /// snapshot, so replicas of a group do not all snapshot (and write
+    /// their snapshots) at the same moment.
+    snapshot_after: u64,
+    /// Draws `snapshot_after`; apart from `rng`, so election timeouts do
+    /// not depend on how often snapshots are taken.
+    snapshot_rng: Rng,
     /// A snapshot being received from the leader.
     incoming: Option<Incoming>,
     /// Until then (after a restart) this node grants no vote, as if it
@@ -332,6 +340,13 @@ impl Engine {
             reads: Reads::default(),
             snapshot,
             snapshot_building: false,
+            snapshot_after: 0,
+            snapshot_rng: Rng::new(
+                init.seed
+                    ^ init.id.0.rotate_left(16)
+                    ^ init.group.0.rotate_left(48)
+                    ^ SNAPSHOT_SEED,
+            ),
             incoming: None,
             quiet_until,
             quiescent: false,
@@ -341,6 +356,7 @@ impl Engine {
             out,
         };
         engine.reset_election_deadline();
+        engine.draw_snapshot_after();
         if engine.is_sole_voter() {
             engine.election_deadline = engine.now;
         }
@@ -977,6 +993,9 @@ impl Engine {
         id
     }
 }
+
+/// Mixed into the seed of the snapshot spacing's generator.
+const SNAPSHOT_SEED: u64 = 0x5eed_5ab5_0000_0001;
 
 /// Terms and indexes above these cannot come from a correct peer (a group
 /// would need millions of years to reach them); refusing them keeps every

@@ -131,17 +131,27 @@ impl Engine {
             .map_or(LogIndex(0), |s| s.meta.last.index)
     }
 
-    /// Asks for a snapshot once `snapshot_threshold` entries were applied
-    /// since the last one.
+    /// Asks for a snapshot once `snapshot_after` entries (at most
+    /// `snapshot_threshold`) were applied since the last one.
     pub(super) fn maybe_build_snapshot(&mut self) {
-        let threshold = self.config.snapshot_threshold;
-        if threshold > 0
+        if self.config.snapshot_threshold > 0
             && !self.snapshot_building
-            && self.applied.0.saturating_sub(self.snapshot_index().0) >= threshold
+            && self.applied.0.saturating_sub(self.snapshot_index().0) >= self.snapshot_after
         {
             self.snapshot_building = true;
             self.out.push(Action::BuildSnapshot);
+            self.draw_snapshot_after();
         }
+    }
+
+    /// Draws how many applied entries ask for the next snapshot: the
+    /// threshold less a random part of up to a quarter of it. Replicas
+    /// apply the same entries at nearly the same time; with one threshold
+    /// they would all build, write and sync a snapshot at once, and a
+    /// group's commits wait while a majority is busy with that.
+    pub(super) fn draw_snapshot_after(&mut self) {
+        let threshold = self.config.snapshot_threshold;
+        self.snapshot_after = threshold - self.snapshot_rng.range(0, threshold / 4 + 1);
     }
 
     // ----- leader side -----

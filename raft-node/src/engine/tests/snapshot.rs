@@ -75,6 +75,34 @@ fn s7_stale_or_unknown_snapshot_reports_are_ignored() {
     assert_eq!(e.compacted(), lid(1, 2));
 }
 
+/// The spacing of automatic snapshots is the threshold less up to a
+/// quarter of it, drawn for each snapshot and differently on each replica
+/// (so replicas do not all write a snapshot at once); a threshold under 4
+/// stays exact.
+#[test]
+fn snapshot_spacing_is_the_threshold_less_a_random_quarter() {
+    let draws = |id: u64, threshold: u64| {
+        let mut e = engine(id, &[1, 2, 3], |i| i.config.snapshot_threshold = threshold);
+        (0..200)
+            .map(|_| {
+                e.draw_snapshot_after();
+                e.snapshot_after
+            })
+            .collect::<Vec<u64>>()
+    };
+    let (a, b) = (draws(1, 1000), draws(2, 1000));
+    assert!(
+        a.iter().chain(&b).all(|n| (750..=1000).contains(n)),
+        "{a:?}"
+    );
+    assert_ne!(a, b, "replicas draw apart");
+    let spread = a.iter().max().unwrap() - a.iter().min().unwrap();
+    assert!(spread > 150, "the draws cover the range: {spread}");
+    assert_eq!(draws(1, 1000), a, "deterministic from the seed");
+    assert!(draws(3, 3).iter().all(|&n| n == 3));
+    assert!(draws(3, 0).iter().all(|&n| n == 0));
+}
+
 /// §7: with `snapshot_threshold` 3, the engine asks for a snapshot
 /// (`BuildSnapshot`, after the `Apply`) once 3 entries were applied since
 /// the last one, asks only once while the build is under way, and counts
