@@ -56,6 +56,8 @@ struct Group<S> {
     changes: Vec<PendingChange>,
     /// What was last published (role, leader, term, membership index).
     published: (Role, Option<NodeId>, Term, LogIndex),
+    /// Listed in `Core::touched`.
+    touched: bool,
     failed: Option<String>,
 }
 
@@ -107,6 +109,11 @@ pub(super) struct Core<S, T, L> {
     failed: Option<String>,
     /// A group was created or removed since the last publish.
     groups_changed: bool,
+    /// Groups whose engines took an input since the last publish, each
+    /// once: only these can have actions to drain, changes to finish or a
+    /// state to publish, so a turn costs what its groups do, not what all
+    /// the node's groups would. Every tick touches every group.
+    touched: Vec<GroupId>,
 }
 
 /// How many queued requests one turn takes at most before it runs the
@@ -162,6 +169,7 @@ where
             metrics: NodeMetrics::default(),
             failed: None,
             groups_changed: true,
+            touched: Vec::new(),
         };
         let mut wanted: BTreeMap<GroupId, Vec<NodeId>> = groups.iter().cloned().collect();
         for g in core.store()?.groups()? {
@@ -242,8 +250,10 @@ where
                 changes: Vec::new(),
                 published,
                 failed: None,
+                touched: true,
             },
         );
+        self.touched.push(group);
         self.groups_changed = true;
         let _ = self.events.send(Event::GroupCreated(group));
         Ok(())
@@ -316,7 +326,8 @@ where
     fn tick(&mut self) {
         let now = self.now_ms();
         let instant = Instant::now();
-        for group in self.groups.values_mut() {
+        for (&id, group) in self.groups.iter_mut() {
+            touch(&mut self.touched, id, group);
             group.engine.tick(now);
             // Proposals and reads that waited too long: those handed to
             // the apply task too, which cannot answer them while its state
@@ -378,6 +389,7 @@ where
                     let _ = reply.send(Err(AdminError::UnknownGroup(group)));
                     return;
                 };
+                touch(&mut self.touched, group, g);
                 match g.engine.change_membership(change) {
                     Ok(id) => g.changes.push(PendingChange { id, reply }),
                     Err(e) => {
@@ -387,14 +399,20 @@ where
             }
             Cmd::Transfer(group, target, reply) => {
                 let result = match self.groups.get_mut(&group) {
-                    Some(g) => g.engine.transfer_leader(target).map_err(Into::into),
+                    Some(g) => {
+                        touch(&mut self.touched, group, g);
+                        g.engine.transfer_leader(target).map_err(Into::into)
+                    }
                     None => Err(AdminError::UnknownGroup(group)),
                 };
                 let _ = reply.send(result);
             }
             Cmd::TriggerSnapshot(group, reply) => {
                 let result = match self.groups.get_mut(&group) {
-                    Some(g) => Ok(g.engine.trigger_snapshot()),
+                    Some(g) => {
+                        touch(&mut self.touched, group, g);
+                        Ok(g.engine.trigger_snapshot())
+                    }
                     None => Err(AdminError::UnknownGroup(group)),
                 };
                 let _ = reply.send(result);
@@ -436,6 +454,7 @@ where
             }
             Cmd::SnapshotBuilt(group, result) => {
                 if let Some(g) = self.groups.get_mut(&group) {
+                    touch(&mut self.touched, group, g);
                     match result {
                         Ok((last, data)) => {
                             g.engine.on_snapshot_built(last, data);
@@ -476,6 +495,7 @@ where
                     if matches!(env.msg, Message::Append(_)) && lag(g) > self.config.max_apply_lag {
                         continue;
                     }
+                    touch(&mut self.touched, env.group, g);
                     if let Err(e) = g.engine.step(env) {
                         tracing::debug!(error = %e, "message refused");
                     }
@@ -518,6 +538,7 @@ where
             );
             return;
         }
+        touch(&mut self.touched, group, g);
         match g.engine.propose(command.clone()) {
             Ok(id) => {
                 self.metrics.proposals += 1;
@@ -587,6 +608,7 @@ where
         };
         let id = self.next_id;
         self.next_id += 1;
+        touch(&mut self.touched, group, g);
         match g.engine.read(id, mode) {
             Ok(()) => {
                 g.reads.insert(id, (f, fail, self.turn_at));
@@ -606,19 +628,21 @@ where
             return;
         }
         let mut outbound: BTreeMap<NodeId, Vec<Envelope>> = BTreeMap::new();
-        let busy: Vec<GroupId> = self
-            .groups
-            .iter()
-            .filter(|(_, g)| g.engine.has_actions())
-            .map(|(&id, _)| id)
-            .collect();
-        for group in busy {
-            let g = self.groups.get_mut(&group).expect("listed");
+        let mut touched = std::mem::take(&mut self.touched);
+        for &group in &touched {
+            let Some(g) = self.groups.get_mut(&group) else {
+                continue;
+            };
+            if !g.engine.has_actions() {
+                continue;
+            }
             let actions = g.engine.take_actions();
             for action in actions {
                 self.carry_out(group, action, &mut outbound);
             }
         }
+        touched.append(&mut self.touched);
+        self.touched = touched;
         // Messages that promise nothing leave before the flush, so
         // followers write while the leader does.
         for (to, batch) in outbound {
@@ -715,6 +739,7 @@ where
         self.metrics.entries_written += in_flight.entries;
         for (group, hard_state, last) in in_flight.groups {
             if let Some(g) = self.groups.get_mut(&group) {
+                touch(&mut self.touched, group, g);
                 g.engine.on_flushed(hard_state, last);
             }
         }
@@ -789,7 +814,10 @@ where
 
     /// Answers membership changes that are done (or can no longer be).
     fn finish_changes(&mut self) {
-        for g in self.groups.values_mut() {
+        for group in &self.touched {
+            let Some(g) = self.groups.get_mut(group) else {
+                continue;
+            };
             if g.changes.is_empty() {
                 continue;
             }
@@ -837,8 +865,9 @@ where
     }
 
     /// Refreshes what handles read without asking, and publishes events.
-    /// Only groups whose role, leader, term or membership changed are
-    /// touched (a turn with many groups mostly changes none).
+    /// Only groups touched since the last publish are looked at, and only
+    /// those whose role, leader, term or membership changed are updated (a
+    /// turn with many groups mostly changes none).
     fn publish(&mut self) {
         let mut status = None;
         if std::mem::take(&mut self.groups_changed) {
@@ -849,7 +878,11 @@ where
             }
             status = Some(all);
         }
-        for (&group, g) in self.groups.iter_mut() {
+        for group in self.touched.drain(..) {
+            let Some(g) = self.groups.get_mut(&group) else {
+                continue;
+            };
+            g.touched = false;
             let e = &g.engine;
             let now = (e.role(), e.leader(), e.term(), e.membership_index());
             let before = g.published;
@@ -980,6 +1013,14 @@ where
         self.transport.shutdown().await;
         let mut status = self.shared.status_mut();
         status.clear();
+    }
+}
+
+/// Notes that `g`, group `id`, takes an input this turn.
+fn touch<S>(touched: &mut Vec<GroupId>, id: GroupId, g: &mut Group<S>) {
+    if !g.touched {
+        g.touched = true;
+        touched.push(id);
     }
 }
 
