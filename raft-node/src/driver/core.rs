@@ -628,21 +628,25 @@ where
             return;
         }
         let mut outbound: BTreeMap<NodeId, Vec<Envelope>> = BTreeMap::new();
-        let mut touched = std::mem::take(&mut self.touched);
-        for &group in &touched {
+        let mut sink = Sink {
+            outbound: &mut outbound,
+            unstaged: &mut self.unstaged,
+            held: &mut self.held,
+            transport: &*self.transport,
+            me: self.config.id,
+        };
+        for &group in &self.touched {
+            // One lookup per group, not per action.
             let Some(g) = self.groups.get_mut(&group) else {
                 continue;
             };
             if !g.engine.has_actions() {
                 continue;
             }
-            let actions = g.engine.take_actions();
-            for action in actions {
-                self.carry_out(group, action, &mut outbound);
+            for action in g.engine.take_actions() {
+                sink.carry_out(group, g, action);
             }
         }
-        touched.append(&mut self.touched);
-        self.touched = touched;
         // Messages that promise nothing leave before the flush, so
         // followers write while the leader does.
         for (to, batch) in outbound {
@@ -683,10 +687,15 @@ where
         let Some(mut store) = self.store.take() else {
             return;
         };
-        let mut written: BTreeMap<GroupId, Option<LogId>> = BTreeMap::new();
+        // Per run of one group's writes: the group and its last entry
+        // staged (the writes come in runs, a group's run per drain).
+        let mut written: Vec<(GroupId, Option<LogId>)> = Vec::new();
         let mut entries = 0u64;
         for (group, action) in std::mem::take(&mut self.unstaged) {
-            let last = written.entry(group).or_default();
+            if written.last().is_none_or(|(of, _)| *of != group) {
+                written.push((group, None));
+            }
+            let last = &mut written.last_mut().expect("pushed").1;
             let staged = match action {
                 Action::SaveHardState(hs) => store.save_hard_state(group, hs),
                 Action::TruncateLog { from } => store.truncate(group, from),
@@ -705,6 +714,16 @@ where
                 return;
             }
         }
+        // One record per group: a group drained more than once since the
+        // last flush has several runs; the stable sort keeps them in order.
+        written.sort_by_key(|(group, _)| *group);
+        written.dedup_by(|later, earlier| {
+            let same = later.0 == earlier.0;
+            if same {
+                earlier.1 = later.1.or(earlier.1);
+            }
+            same
+        });
         let groups = written
             .into_iter()
             .filter_map(|(group, last)| {
@@ -750,66 +769,6 @@ where
             self.handle(cmd);
         }
         self.process();
-    }
-
-    fn carry_out(
-        &mut self,
-        group: GroupId,
-        action: Action,
-        outbound: &mut BTreeMap<NodeId, Vec<Envelope>>,
-    ) {
-        let g = self.groups.get_mut(&group).expect("caller checked");
-        match action {
-            write @ (Action::SaveHardState(_)
-            | Action::TruncateLog { .. }
-            | Action::AppendLog(_)
-            | Action::SaveSnapshot(_)
-            | Action::CompactLog { .. }) => self.unstaged.push((group, write)),
-            Action::Send(env) => outbound.entry(env.to).or_default().push(env),
-            Action::SendAfterPersist(env) => self.held.entry(env.to).or_default().push(env),
-            Action::Apply(entries) => {
-                if let (Some(first), Some(last)) = (entries.first(), entries.last()) {
-                    g.handed = last.id.index;
-                    // Before the entries go: the apply task looks for
-                    // their waiters once it has applied them.
-                    g.pending.move_range_into(
-                        first.id.index,
-                        last.id.index,
-                        &mut g.handed_waiters.lock(),
-                    );
-                }
-                let _ = g.apply.send(ApplyMsg::Apply(entries));
-            }
-            Action::RestoreSnapshot(snapshot) => {
-                let last = snapshot.meta.last.index;
-                // Proposals covered by the snapshot were decided elsewhere;
-                // whether theirs is among them is unknown here.
-                for w in g.pending.take_through(last) {
-                    reply_waiter(
-                        &*self.transport,
-                        self.config.id,
-                        group,
-                        w,
-                        Err(ProposeError::Unknown),
-                    );
-                }
-                g.handed = last;
-                let _ = g.apply.send(ApplyMsg::Restore(snapshot));
-            }
-            Action::BuildSnapshot => {
-                let _ = g.apply.send(ApplyMsg::Build);
-            }
-            Action::ReadReady { id, index } => {
-                if let Some((f, _, _)) = g.reads.remove(&id) {
-                    let _ = g.apply.send(ApplyMsg::Read(index, f));
-                }
-            }
-            Action::ReadFailed { id, error } => {
-                if let Some((_, fail, _)) = g.reads.remove(&id) {
-                    let _ = fail.send(error);
-                }
-            }
-        }
     }
 
     /// Answers membership changes that are done (or can no longer be).
@@ -1013,6 +972,75 @@ where
         self.transport.shutdown().await;
         let mut status = self.shared.status_mut();
         status.clear();
+    }
+}
+
+/// Where [`Core::process`] puts the actions it drains from the engines.
+struct Sink<'a, T> {
+    /// Messages that promise nothing, by destination: they leave at once.
+    outbound: &'a mut BTreeMap<NodeId, Vec<Envelope>>,
+    /// Writes, for the next flush.
+    unstaged: &'a mut Vec<(GroupId, Action)>,
+    /// Messages that wait for the flush of the writes before them.
+    held: &'a mut BTreeMap<NodeId, Vec<Envelope>>,
+    transport: &'a T,
+    me: NodeId,
+}
+
+impl<T: Transport> Sink<'_, T> {
+    /// Carries out one action of group `group` (`g`).
+    fn carry_out<S>(&mut self, group: GroupId, g: &mut Group<S>, action: Action) {
+        match action {
+            write @ (Action::SaveHardState(_)
+            | Action::TruncateLog { .. }
+            | Action::AppendLog(_)
+            | Action::SaveSnapshot(_)
+            | Action::CompactLog { .. }) => self.unstaged.push((group, write)),
+            Action::Send(env) => self.outbound.entry(env.to).or_default().push(env),
+            Action::SendAfterPersist(env) => self.held.entry(env.to).or_default().push(env),
+            Action::Apply(entries) => {
+                if let (Some(first), Some(last)) = (entries.first(), entries.last()) {
+                    g.handed = last.id.index;
+                    // Before the entries go: the apply task looks for
+                    // their waiters once it has applied them.
+                    g.pending.move_range_into(
+                        first.id.index,
+                        last.id.index,
+                        &mut g.handed_waiters.lock(),
+                    );
+                }
+                let _ = g.apply.send(ApplyMsg::Apply(entries));
+            }
+            Action::RestoreSnapshot(snapshot) => {
+                let last = snapshot.meta.last.index;
+                // Proposals covered by the snapshot were decided elsewhere;
+                // whether theirs is among them is unknown here.
+                for w in g.pending.take_through(last) {
+                    reply_waiter(
+                        self.transport,
+                        self.me,
+                        group,
+                        w,
+                        Err(ProposeError::Unknown),
+                    );
+                }
+                g.handed = last;
+                let _ = g.apply.send(ApplyMsg::Restore(snapshot));
+            }
+            Action::BuildSnapshot => {
+                let _ = g.apply.send(ApplyMsg::Build);
+            }
+            Action::ReadReady { id, index } => {
+                if let Some((f, _, _)) = g.reads.remove(&id) {
+                    let _ = g.apply.send(ApplyMsg::Read(index, f));
+                }
+            }
+            Action::ReadFailed { id, error } => {
+                if let Some((_, fail, _)) = g.reads.remove(&id) {
+                    let _ = fail.send(error);
+                }
+            }
+        }
     }
 }
 
