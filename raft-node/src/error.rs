@@ -52,7 +52,10 @@ pub enum ProposeError {
     /// The node is shutting down or stopped.
     #[error("the node is shut down")]
     Shutdown,
-    /// The group stopped after an unrecoverable error (storage), named here.
+    /// The group stopped on this node after an unrecoverable error (its
+    /// storage, or its state machine refusing a snapshot), named here. A
+    /// command in flight when it stopped may or may not be applied by the
+    /// other nodes: retry there with the same client session to be sure.
     #[error("the group failed: {0}")]
     Failed(String),
 }
@@ -180,6 +183,11 @@ pub enum ReadError {
     /// This node hosts no such group.
     #[error("unknown group {0}")]
     UnknownGroup(GroupId),
+    /// The group stopped on this node: its storage or its state machine
+    /// failed (proposals there fail with the reason). Another node may
+    /// still serve it.
+    #[error("group {0} stopped on this node")]
+    GroupStopped(GroupId),
     /// The node is shutting down or stopped.
     #[error("the node is shut down")]
     Shutdown,

@@ -1,6 +1,8 @@
-//! A state machine that cannot restore the snapshot its leader sent stops
-//! its group on that node (it cannot go on without diverging): proposals
-//! there fail with the reason, while the rest of the cluster goes on.
+//! A group stops on a node that cannot go on safely: its state machine
+//! refuses the snapshot its leader sent (it would diverge), or its storage
+//! fails (nothing more can be promised). Requests there fail with the
+//! reason, the stopped group says nothing more, and the rest of the cluster
+//! goes on.
 
 #![allow(missing_docs)]
 
@@ -9,10 +11,11 @@ mod common;
 use std::time::Duration;
 
 use bytes::Bytes;
-use common::{G, node_config, poll_for};
+use common::{G, SharedStore, node_config, poll_for};
 use raft_api::{Entry, LogId, NodeId, StateMachine, StorageError};
-use raft_node::ProposeError;
+use raft_node::driver::Consistency;
 use raft_node::driver::Node;
+use raft_node::{AdminError, ProposeError, ReadError};
 use storage_mem::MemLogStore;
 use transport_mem::MemNetwork;
 
@@ -93,9 +96,129 @@ async fn a_failed_restore_stops_the_group_on_that_node_only() {
     })
     .await;
     assert!(why.contains("restores nothing"), "{why}");
+    // Reads there are refused too, naming the group.
+    for consistency in [
+        Consistency::Stale,
+        Consistency::Lease,
+        Consistency::Linearizable,
+    ] {
+        assert_eq!(
+            nodes[behind].read(G, consistency).await,
+            Err(ReadError::GroupStopped(G)),
+            "{consistency:?} read on the stopped group"
+        );
+    }
+    // So are changes to it.
+    assert!(
+        matches!(
+            nodes[behind].trigger_snapshot(G).await,
+            Err(AdminError::Failed(ref w)) if w.contains("restores nothing")
+        ),
+        "a snapshot of the stopped group"
+    );
+    assert!(
+        matches!(
+            nodes[behind].transfer_leader(G, None).await,
+            Err(AdminError::Failed(_))
+        ),
+        "a transfer of the stopped group"
+    );
+    // A stopped group is silent: it neither campaigns nor answers, so it
+    // cannot unsettle the others (its election timer would otherwise fire
+    // every 150-300 ms, since it takes no messages).
+    let sent = nodes[behind]
+        .metrics()
+        .await
+        .expect("metrics")
+        .node
+        .messages_sent;
+    tokio::time::sleep(Duration::from_millis(1_500)).await;
+    let later = nodes[behind]
+        .metrics()
+        .await
+        .expect("metrics")
+        .node
+        .messages_sent;
+    assert_eq!(later, sent, "messages sent by the stopped group");
     // The others go on.
     let result = nodes[leader].propose(G, Bytes::from_static(b"after")).await;
     assert!(result.is_ok(), "the leader still commits: {result:?}");
+    for node in &nodes {
+        node.shutdown().await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_failed_disk_stops_the_node_and_answers_its_callers_at_once() {
+    let net = MemNetwork::new();
+    let voters: Vec<NodeId> = (1..=3).map(NodeId).collect();
+    let mut nodes = Vec::new();
+    let mut stores = Vec::new();
+    for &id in &voters {
+        let mut config = node_config(id.0);
+        // Long enough that a caller answered within it was not timed out.
+        config.propose_timeout = Duration::from_secs(60);
+        let store = SharedStore::default();
+        let node = Node::start(
+            config,
+            net.transport(id),
+            store.clone(),
+            |_| NoRestore::default(),
+            &[(G, voters.clone())],
+        )
+        .await
+        .expect("node starts");
+        nodes.push(node);
+        stores.push(store);
+    }
+    let leader = poll_for("a leader", WAIT, || async {
+        nodes.iter().position(|n| n.is_leader(G))
+    })
+    .await;
+    let result = nodes[leader]
+        .propose(G, Bytes::from_static(b"before"))
+        .await;
+    assert!(result.is_ok(), "{result:?}");
+
+    stores[leader].fail_writes(true);
+    // The proposal that finds the disk failed is answered with the reason,
+    // not left to time out.
+    let result = tokio::time::timeout(
+        WAIT,
+        nodes[leader].propose(G, Bytes::from_static(b"during")),
+    )
+    .await
+    .expect("answered before its timeout");
+    assert!(
+        matches!(result, Err(ProposeError::Failed(ref why)) if why.contains("injected write failure")),
+        "{result:?}"
+    );
+    assert_eq!(
+        nodes[leader].read(G, Consistency::Linearizable).await,
+        Err(ReadError::GroupStopped(G))
+    );
+    // Silent: it neither heartbeats nor campaigns, so the others elect a
+    // leader of their own and go on.
+    let sent = nodes[leader]
+        .metrics()
+        .await
+        .expect("metrics")
+        .node
+        .messages_sent;
+    let next = poll_for("a new leader", WAIT, || async {
+        (0..nodes.len()).find(|&i| i != leader && nodes[i].is_leader(G))
+    })
+    .await;
+    let result = nodes[next].propose(G, Bytes::from_static(b"after")).await;
+    assert!(result.is_ok(), "the others go on: {result:?}");
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let later = nodes[leader]
+        .metrics()
+        .await
+        .expect("metrics")
+        .node
+        .messages_sent;
+    assert_eq!(later, sent, "messages sent by the stopped node");
     for node in &nodes {
         node.shutdown().await;
     }

@@ -58,6 +58,7 @@ struct Group<S> {
     published: (Role, Option<NodeId>, Term, LogIndex),
     /// Listed in `Core::touched`.
     touched: bool,
+    /// Why the group stopped on this node (see [`stop_group`]).
     failed: Option<String>,
 }
 
@@ -327,8 +328,12 @@ where
         let now = self.now_ms();
         let instant = Instant::now();
         for (&id, group) in self.groups.iter_mut() {
-            touch(&mut self.touched, id, group);
-            group.engine.tick(now);
+            // A stopped group is silent: it takes no messages, so its
+            // election timer would fire again and again.
+            if group.failed.is_none() {
+                touch(&mut self.touched, id, group);
+                group.engine.tick(now);
+            }
             // Proposals and reads that waited too long: those handed to
             // the apply task too, which cannot answer them while its state
             // machine is stuck.
@@ -385,9 +390,12 @@ where
             }
             Cmd::Read(group, consistency, f, fail) => self.read(group, consistency, f, fail),
             Cmd::Change(group, change, reply) => {
-                let Some(g) = self.groups.get_mut(&group) else {
-                    let _ = reply.send(Err(AdminError::UnknownGroup(group)));
-                    return;
+                let g = match live(&mut self.groups, group) {
+                    Ok(g) => g,
+                    Err(e) => {
+                        let _ = reply.send(Err(e));
+                        return;
+                    }
                 };
                 touch(&mut self.touched, group, g);
                 match g.engine.change_membership(change) {
@@ -398,23 +406,17 @@ where
                 }
             }
             Cmd::Transfer(group, target, reply) => {
-                let result = match self.groups.get_mut(&group) {
-                    Some(g) => {
-                        touch(&mut self.touched, group, g);
-                        g.engine.transfer_leader(target).map_err(Into::into)
-                    }
-                    None => Err(AdminError::UnknownGroup(group)),
-                };
+                let result = live(&mut self.groups, group).and_then(|g| {
+                    touch(&mut self.touched, group, g);
+                    g.engine.transfer_leader(target).map_err(Into::into)
+                });
                 let _ = reply.send(result);
             }
             Cmd::TriggerSnapshot(group, reply) => {
-                let result = match self.groups.get_mut(&group) {
-                    Some(g) => {
-                        touch(&mut self.touched, group, g);
-                        Ok(g.engine.trigger_snapshot())
-                    }
-                    None => Err(AdminError::UnknownGroup(group)),
-                };
+                let result = live(&mut self.groups, group).map(|g| {
+                    touch(&mut self.touched, group, g);
+                    g.engine.trigger_snapshot()
+                });
                 let _ = reply.send(result);
             }
             Cmd::CreateGroup(group, voters, reply) if self.store.is_none() => {
@@ -468,7 +470,9 @@ where
             }
             Cmd::GroupFailed(group, why) => {
                 if let Some(g) = self.groups.get_mut(&group) {
-                    g.failed = Some(why);
+                    // Its apply task has ended: nothing handed to it will
+                    // be answered there.
+                    stop_group(&*self.transport, self.config.id, group, g, &why, true);
                 }
             }
             Cmd::Metrics(reply) => {
@@ -598,6 +602,10 @@ where
             let _ = fail.send(ReadError::UnknownGroup(group));
             return;
         };
+        if g.failed.is_some() {
+            let _ = fail.send(ReadError::GroupStopped(group));
+            return;
+        }
         let mode = match consistency {
             Consistency::Stale => {
                 let _ = g.apply.send(ApplyMsg::Read(LogIndex(0), f));
@@ -641,6 +649,12 @@ where
                 continue;
             };
             if !g.engine.has_actions() {
+                continue;
+            }
+            if g.failed.is_some() {
+                // Dropped, as by a crash of this group alone: nothing of
+                // it is staged, sent or applied any more.
+                drop(g.engine.take_actions());
                 continue;
             }
             for action in g.engine.take_actions() {
@@ -818,8 +832,10 @@ where
     fn fail_node(&mut self, why: String) {
         tracing::error!(error = %why, "node stopped");
         self.failed = Some(why.clone());
-        for g in self.groups.values_mut() {
-            g.failed = Some(why.clone());
+        for (&group, g) in self.groups.iter_mut() {
+            // The apply tasks go on: they still answer what they were
+            // handed (committed before the failure).
+            stop_group(&*self.transport, self.config.id, group, g, &why, false);
         }
     }
 
@@ -935,7 +951,10 @@ where
         }
         let floor = total / nodes.len();
         for g in self.groups.values_mut() {
-            if g.engine.role() != Role::Leader || g.engine.transfer_target().is_some() {
+            if g.failed.is_some()
+                || g.engine.role() != Role::Leader
+                || g.engine.transfer_target().is_some()
+            {
                 continue;
             }
             let last = g.engine.last_log_id().index;
@@ -1044,6 +1063,20 @@ impl<T: Transport> Sink<'_, T> {
     }
 }
 
+/// Group `group`, unless this node does not host it or it stopped here.
+fn live<S>(
+    groups: &mut BTreeMap<GroupId, Group<S>>,
+    group: GroupId,
+) -> Result<&mut Group<S>, AdminError> {
+    let g = groups
+        .get_mut(&group)
+        .ok_or(AdminError::UnknownGroup(group))?;
+    match &g.failed {
+        Some(why) => Err(AdminError::Failed(why.clone())),
+        None => Ok(g),
+    }
+}
+
 /// Notes that `g`, group `id`, takes an input this turn.
 fn touch<S>(touched: &mut Vec<GroupId>, id: GroupId, g: &mut Group<S>) {
     if !g.touched {
@@ -1103,12 +1136,65 @@ fn reply_waiter_direct<T: Transport>(
 }
 
 /// Fails everything a removed group still had waiting.
-fn fail_group<S, T: Transport>(transport: &T, me: NodeId, group: GroupId, g: Group<S>, why: &str) {
+fn fail_group<S, T: Transport>(
+    transport: &T,
+    me: NodeId,
+    group: GroupId,
+    mut g: Group<S>,
+    why: &str,
+) {
     g.apply_task.abort();
-    // Whatever the apply task had not taken yet is answered here; a waiter
-    // is taken out once, under the lock, by whoever answers it.
-    let handed = std::mem::take(&mut *g.handed_waiters.lock());
-    for w in handed.into_waiters().chain(g.pending.into_waiters()) {
+    answer_waiting(
+        transport,
+        me,
+        group,
+        &mut g,
+        why,
+        true,
+        ReadError::UnknownGroup(group),
+    );
+}
+
+/// Stops group `g` on this node after an unrecoverable error: from now on
+/// it takes no input and says nothing (see [`Core::tick`] and
+/// [`Core::process`]), and proposals, reads and changes there fail at once.
+/// Everything waiting on it is answered now, except what was handed to its
+/// apply task when `apply_ended` is false: that task still applies and
+/// answers it.
+fn stop_group<S, T: Transport>(
+    transport: &T,
+    me: NodeId,
+    group: GroupId,
+    g: &mut Group<S>,
+    why: &str,
+    apply_ended: bool,
+) {
+    g.failed = Some(why.to_owned());
+    let read_error = ReadError::GroupStopped(group);
+    answer_waiting(transport, me, group, g, why, apply_ended, read_error);
+}
+
+/// Answers the proposals (`Failed`), reads and changes waiting on `g`; the
+/// proposals handed to the apply task only when `handed` is true.
+fn answer_waiting<S, T: Transport>(
+    transport: &T,
+    me: NodeId,
+    group: GroupId,
+    g: &mut Group<S>,
+    why: &str,
+    handed: bool,
+    read_error: ReadError,
+) {
+    let mut waiters = std::mem::take(&mut g.pending)
+        .into_waiters()
+        .collect::<Vec<_>>();
+    if handed {
+        // A waiter is taken out once, under the lock, by whoever answers
+        // it.
+        let handed = std::mem::take(&mut *g.handed_waiters.lock());
+        waiters.extend(handed.into_waiters());
+    }
+    for w in waiters {
         reply_waiter(
             transport,
             me,
@@ -1117,10 +1203,10 @@ fn fail_group<S, T: Transport>(transport: &T, me: NodeId, group: GroupId, g: Gro
             Err(ProposeError::Failed(why.into())),
         );
     }
-    for (_, (_, fail, _)) in g.reads {
-        let _ = fail.send(ReadError::UnknownGroup(group));
+    for (_, (_, fail, _)) in g.reads.drain() {
+        let _ = fail.send(read_error);
     }
-    for c in g.changes {
+    for c in g.changes.drain(..) {
         let _ = c.reply.send(Err(AdminError::Failed(why.into())));
     }
 }

@@ -90,6 +90,12 @@ impl SharedStore {
         self.1.opened.notify_waiters();
     }
 
+    /// A failing disk: while on, every write and flush fails (see
+    /// [`MemLogStore::fail_writes`]).
+    pub fn fail_writes(&self, on: bool) {
+        self.with(|s| s.fail_writes(on));
+    }
+
     /// Flushes done so far.
     pub fn flushes(&self) -> u64 {
         self.with(|s| s.flushes())
