@@ -12,11 +12,12 @@ use std::time::Duration;
 
 use bytes::Bytes;
 use common::{G, SharedStore, node_config, poll_for};
-use raft_api::{Entry, LogId, NodeId, StateMachine, StorageError};
+use raft_api::{Entry, GroupId, LogId, NodeId, StateMachine, StorageError};
 use raft_node::driver::Consistency;
-use raft_node::driver::Node;
+use raft_node::driver::{Event, Node};
 use raft_node::{AdminError, ProposeError, ReadError};
 use storage_mem::MemLogStore;
+use tokio::sync::broadcast;
 use transport_mem::MemNetwork;
 
 const WAIT: Duration = Duration::from_secs(10);
@@ -84,6 +85,7 @@ async fn a_failed_restore_stops_the_group_on_that_node_only() {
             "write {i} with two of three voters: {result:?}"
         );
     }
+    let mut events = nodes[behind].subscribe();
     net.heal();
 
     // The node that was cut off gets a snapshot it cannot restore: its
@@ -96,6 +98,8 @@ async fn a_failed_restore_stops_the_group_on_that_node_only() {
     })
     .await;
     assert!(why.contains("restores nothing"), "{why}");
+    // Subscribers are told, with the same reason.
+    assert_eq!(stopped_event(&mut events).await, (G, why.clone()));
     // Reads there are refused too, naming the group.
     for consistency in [
         Consistency::Stale,
@@ -180,6 +184,7 @@ async fn a_failed_disk_stops_the_node_and_answers_its_callers_at_once() {
         .await;
     assert!(result.is_ok(), "{result:?}");
 
+    let mut events = nodes[leader].subscribe();
     stores[leader].fail_writes(true);
     // The proposal that finds the disk failed is answered with the reason,
     // not left to time out.
@@ -197,6 +202,9 @@ async fn a_failed_disk_stops_the_node_and_answers_its_callers_at_once() {
         nodes[leader].read(G, Consistency::Linearizable).await,
         Err(ReadError::GroupStopped(G))
     );
+    let (group, reason) = stopped_event(&mut events).await;
+    assert_eq!(group, G);
+    assert!(reason.contains("injected write failure"), "{reason}");
     // Silent: it neither heartbeats nor campaigns, so the others elect a
     // leader of their own and go on.
     let sent = nodes[leader]
@@ -222,4 +230,19 @@ async fn a_failed_disk_stops_the_node_and_answers_its_callers_at_once() {
     for node in &nodes {
         node.shutdown().await;
     }
+}
+
+/// The next `GroupStopped` event: its group and reason.
+async fn stopped_event(events: &mut broadcast::Receiver<Event>) -> (GroupId, String) {
+    tokio::time::timeout(WAIT, async {
+        loop {
+            match events.recv().await {
+                Ok(Event::GroupStopped { group, reason }) => return (group, reason),
+                Ok(_) | Err(broadcast::error::RecvError::Lagged(_)) => {}
+                Err(broadcast::error::RecvError::Closed) => panic!("events closed"),
+            }
+        }
+    })
+    .await
+    .expect("a GroupStopped event")
 }

@@ -473,6 +473,7 @@ where
                     // Its apply task has ended: nothing handed to it will
                     // be answered there.
                     stop_group(&*self.transport, self.config.id, group, g, &why, true);
+                    let _ = self.events.send(Event::GroupStopped { group, reason: why });
                 }
             }
             Cmd::Metrics(reply) => {
@@ -836,6 +837,10 @@ where
             // The apply tasks go on: they still answer what they were
             // handed (committed before the failure).
             stop_group(&*self.transport, self.config.id, group, g, &why, false);
+            let _ = self.events.send(Event::GroupStopped {
+                group,
+                reason: why.clone(),
+            });
         }
     }
 

@@ -178,6 +178,16 @@ pub enum Event {
         /// The snapshot's last entry.
         last: raft_api::LogId,
     },
+    /// A group stopped on this node after an unrecoverable error: its state
+    /// machine refused a snapshot, or the node's storage failed (then every
+    /// group stops). Requests there fail from now on; the other nodes may
+    /// go on serving it.
+    GroupStopped {
+        /// The group.
+        group: GroupId,
+        /// What failed.
+        reason: String,
+    },
 }
 
 /// What the node reports about one group.
