@@ -472,7 +472,16 @@ where
                 if let Some(g) = self.groups.get_mut(&group) {
                     // Its apply task has ended: nothing handed to it will
                     // be answered there.
-                    stop_group(&*self.transport, self.config.id, group, g, &why, true);
+                    let stopped = ReadError::GroupStopped(group);
+                    stop_group(
+                        &*self.transport,
+                        self.config.id,
+                        group,
+                        g,
+                        &why,
+                        true,
+                        stopped,
+                    );
                     let _ = self.events.send(Event::GroupStopped { group, reason: why });
                 }
             }
@@ -836,7 +845,16 @@ where
         for (&group, g) in self.groups.iter_mut() {
             // The apply tasks go on: they still answer what they were
             // handed (committed before the failure).
-            stop_group(&*self.transport, self.config.id, group, g, &why, false);
+            let stopped = ReadError::GroupStopped(group);
+            stop_group(
+                &*self.transport,
+                self.config.id,
+                group,
+                g,
+                &why,
+                false,
+                stopped,
+            );
             let _ = self.events.send(Event::GroupStopped {
                 group,
                 reason: why.clone(),
@@ -1149,7 +1167,7 @@ fn fail_group<S, T: Transport>(
     why: &str,
 ) {
     g.apply_task.abort();
-    answer_waiting(
+    stop_group(
         transport,
         me,
         group,
@@ -1163,25 +1181,10 @@ fn fail_group<S, T: Transport>(
 /// Stops group `g` on this node after an unrecoverable error: from now on
 /// it takes no input and says nothing (see [`Core::tick`] and
 /// [`Core::process`]), and proposals, reads and changes there fail at once.
-/// Everything waiting on it is answered now, except what was handed to its
-/// apply task when `apply_ended` is false: that task still applies and
-/// answers it.
+/// Everything waiting on it is answered now (proposals `Failed`, reads
+/// `read_error`, changes `Failed`), except what was handed to its apply
+/// task when `handed` is false: that task still applies and answers it.
 fn stop_group<S, T: Transport>(
-    transport: &T,
-    me: NodeId,
-    group: GroupId,
-    g: &mut Group<S>,
-    why: &str,
-    apply_ended: bool,
-) {
-    g.failed = Some(why.to_owned());
-    let read_error = ReadError::GroupStopped(group);
-    answer_waiting(transport, me, group, g, why, apply_ended, read_error);
-}
-
-/// Answers the proposals (`Failed`), reads and changes waiting on `g`; the
-/// proposals handed to the apply task only when `handed` is true.
-fn answer_waiting<S, T: Transport>(
     transport: &T,
     me: NodeId,
     group: GroupId,
@@ -1190,6 +1193,7 @@ fn answer_waiting<S, T: Transport>(
     handed: bool,
     read_error: ReadError,
 ) {
+    g.failed = Some(why.to_owned());
     let mut waiters = std::mem::take(&mut g.pending)
         .into_waiters()
         .collect::<Vec<_>>();
