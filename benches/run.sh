@@ -59,6 +59,19 @@ row() {
     echo "- allocator: mimalloc $(grep -A1 '^name = "mimalloc"$' Cargo.lock | sed -n 's/version = "\(.*\)"/\1/p') (raft-bench's global allocator, for every run and both libraries)"
 
     echo
+    echo "## Disk"
+    echo
+    echo "What the disk under the data directories sustains in synced writes, alone: each"
+    echo "writer overwrites a file of its own, 8 KiB at a time, and calls fdatasync after"
+    echo "every write, as the LMDB journal does (one record and one sync per flush). The"
+    echo "in-process tcp+lmdb clusters below run three nodes, whose three journals sync at"
+    echo "once on this one disk; their rows give the fsyncs per second they made."
+    show "$BIN disk --writers 1,2,3 --duration 5s"
+    echo '| probe | syncs | errors | syncs/s | p50 ms | p99 ms | p99.9 ms | max ms | notes |'
+    echo '|---|--:|--:|--:|--:|--:|--:|--:|---|'
+    "$BIN" disk --writers 1,2,3 --duration 5s --row
+
+    echo
     echo "## Peer baseline: ours vs openraft"
     echo
     echo "openraft's cluster benchmark workload, implemented for both libraries: 3 nodes in one"

@@ -17,6 +17,9 @@
 //!   node's inbox, and a state machine that does nothing.
 //! - [`baseline`]: openraft's own cluster benchmark workload, implemented
 //!   for openraft and for this library alike, run side by side.
+//! - [`disk`]: how many synced writes per second the disk under a
+//!   directory sustains, for one writer or several at once: the ceiling of
+//!   the runs that sync their logs.
 //!
 //! ```
 //! use benches::stats::Latencies;
@@ -33,6 +36,7 @@
 pub mod baseline;
 pub mod cluster;
 pub mod direct;
+pub mod disk;
 pub mod engine_cluster;
 mod error;
 pub mod pace;

@@ -8,6 +8,8 @@
 //! raft-bench --target http://127.0.0.1:8001,http://127.0.0.1:8002 --rate 2000 --json
 //! # the openraft baseline and ours, 1, 64, 256 and 1024 clients
 //! raft-bench compare
+//! # synced writes per second of the disk under $TMPDIR, 1 and 3 writers at once
+//! raft-bench disk --writers 1,3
 //! ```
 
 use std::io::IsTerminal;
@@ -19,6 +21,7 @@ use std::time::{Duration, Instant};
 use benches::BenchError;
 use benches::baseline::{self, CLIENTS, Pair};
 use benches::cluster::{Cluster, ClusterSpec, rss_bytes};
+use benches::disk::{self, DiskProbe};
 use benches::stats::{Report, table};
 use benches::workload::{HttpTarget, Target, Workload, progress_bar, run};
 use clap::{Args, Parser, Subcommand};
@@ -48,6 +51,34 @@ enum Command {
     /// library, alternating, for each client count; prints each pair and
     /// the ratio ours / openraft.
     Compare(CompareArgs),
+    /// Measures how many synced writes per second the disk under a
+    /// directory sustains: each writer overwrites a file of its own and
+    /// syncs after every write, as the LMDB journal does; several writers
+    /// sync at once, as the nodes of an in-process cluster do.
+    Disk(DiskArgs),
+}
+
+#[derive(Args, Debug)]
+struct DiskArgs {
+    /// Writer counts to probe in turn, comma-separated.
+    #[arg(long, value_delimiter = ',', default_values_t = [1usize, 3])]
+    writers: Vec<usize>,
+    /// Bytes per write.
+    #[arg(long, default_value_t = 8192)]
+    bytes: usize,
+    /// How long each probe writes, like 3s.
+    #[arg(long, default_value = "3s", value_parser = parse_duration)]
+    duration: Duration,
+    /// Directory to write under (default: the temporary directory, where
+    /// the in-process clusters keep their data).
+    #[arg(long)]
+    dir: Option<PathBuf>,
+    /// Print each report as JSON instead of a table.
+    #[arg(long)]
+    json: bool,
+    /// Print each report as one Markdown table row (no header).
+    #[arg(long, conflicts_with = "json")]
+    row: bool,
 }
 
 #[derive(Args, Debug)]
@@ -159,6 +190,7 @@ fn main() -> ExitCode {
     let cli = Cli::parse();
     let result = match cli.command {
         Some(Command::Compare(args)) => compare(&args),
+        Some(Command::Disk(args)) => disk_probe(&args),
         None => load(&cli.load),
     };
     match result {
@@ -298,6 +330,28 @@ fn print_report(r: &Report, json: bool, row: bool) {
     }
 }
 
+fn disk_probe(args: &DiskArgs) -> Result<(), BenchError> {
+    let dir = args.dir.clone().unwrap_or_else(std::env::temp_dir);
+    let mut reports = Vec::new();
+    for &writers in &args.writers {
+        let p = DiskProbe {
+            bytes: args.bytes,
+            duration: args.duration,
+            ..DiskProbe::new(writers)
+        };
+        let report = disk::probe(&dir, &p)?;
+        if args.json || args.row {
+            print_report(&report, args.json, args.row);
+        } else {
+            reports.push(report);
+        }
+    }
+    if !reports.is_empty() {
+        print!("{}", table(&reports).replace("| writes/s |", "| syncs/s |"));
+    }
+    Ok(())
+}
+
 fn compare(args: &CompareArgs) -> Result<(), BenchError> {
     if args.clients.contains(&0) || args.repeat == 0 {
         return Err(BenchError::Settings(
@@ -424,6 +478,19 @@ mod tests {
             panic!("compare")
         };
         assert_eq!(c.clients, [1, 64]);
+        let cli = Cli::try_parse_from(["raft-bench", "disk", "--writers", "3", "--row"]).unwrap();
+        let Some(Command::Disk(d)) = cli.command else {
+            panic!("disk")
+        };
+        assert_eq!(
+            (d.writers.as_slice(), d.bytes, d.row),
+            (&[3][..], 8192, true)
+        );
+        let cli = Cli::try_parse_from(["raft-bench", "disk"]).unwrap();
+        let Some(Command::Disk(d)) = cli.command else {
+            panic!("disk")
+        };
+        assert_eq!(d.writers, [1, 3]);
         assert!(Cli::try_parse_from(["raft-bench", "--transport", "pigeon"]).is_err());
     }
 }
