@@ -12,9 +12,9 @@ use std::time::Duration;
 
 use bytes::Bytes;
 use common::{G, SharedStore, node_config, poll_for};
-use raft_api::{Entry, GroupId, LogId, NodeId, StateMachine, StorageError};
+use raft_api::{Entry, GroupId, LogId, LogStore, NodeId, StateMachine, StorageError};
 use raft_node::driver::Consistency;
-use raft_node::driver::{Event, Node};
+use raft_node::driver::{Event, Node, NodeConfig};
 use raft_node::{AdminError, ProposeError, ReadError};
 use storage_mem::MemLogStore;
 use tokio::sync::broadcast;
@@ -52,25 +52,18 @@ impl StateMachine for NoRestore {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_failed_restore_stops_the_group_on_that_node_only() {
     let net = MemNetwork::new();
-    let voters: Vec<NodeId> = (1..=3).map(NodeId).collect();
-    let mut nodes = Vec::new();
-    for &id in &voters {
-        let mut config = node_config(id.0);
-        // Snapshots every few entries, compacting everything they cover:
-        // a node cut off for a while can only catch up from a snapshot.
-        config.raft.snapshot_threshold = 4;
-        config.raft.snapshot_trailing = 0;
-        let node = Node::start(
-            config,
-            net.transport(id),
-            MemLogStore::new(),
-            |_| NoRestore::default(),
-            &[(G, voters.clone())],
-        )
-        .await
-        .expect("node starts");
-        nodes.push(node);
-    }
+    let nodes = start_three(
+        &net,
+        |config| {
+            // Snapshots every few entries, compacting everything they
+            // cover: a node cut off for a while can only catch up from a
+            // snapshot.
+            config.raft.snapshot_threshold = 4;
+            config.raft.snapshot_trailing = 0;
+        },
+        |_| MemLogStore::new(),
+    )
+    .await;
     let leader = poll_for("a leader", WAIT, || async {
         nodes.iter().position(|n| n.is_leader(G))
     })
@@ -130,19 +123,9 @@ async fn a_failed_restore_stops_the_group_on_that_node_only() {
     // A stopped group is silent: it neither campaigns nor answers, so it
     // cannot unsettle the others (its election timer would otherwise fire
     // every 150-300 ms, since it takes no messages).
-    let sent = nodes[behind]
-        .metrics()
-        .await
-        .expect("metrics")
-        .node
-        .messages_sent;
+    let sent = messages_sent(&nodes[behind]).await;
     tokio::time::sleep(Duration::from_millis(1_500)).await;
-    let later = nodes[behind]
-        .metrics()
-        .await
-        .expect("metrics")
-        .node
-        .messages_sent;
+    let later = messages_sent(&nodes[behind]).await;
     assert_eq!(later, sent, "messages sent by the stopped group");
     // The others go on.
     let result = nodes[leader].propose(G, Bytes::from_static(b"after")).await;
@@ -155,26 +138,14 @@ async fn a_failed_restore_stops_the_group_on_that_node_only() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_failed_disk_stops_the_node_and_answers_its_callers_at_once() {
     let net = MemNetwork::new();
-    let voters: Vec<NodeId> = (1..=3).map(NodeId).collect();
-    let mut nodes = Vec::new();
-    let mut stores = Vec::new();
-    for &id in &voters {
-        let mut config = node_config(id.0);
+    let stores: Vec<SharedStore> = (0..3).map(|_| SharedStore::default()).collect();
+    let nodes = start_three(
+        &net,
         // Long enough that a caller answered within it was not timed out.
-        config.propose_timeout = Duration::from_secs(60);
-        let store = SharedStore::default();
-        let node = Node::start(
-            config,
-            net.transport(id),
-            store.clone(),
-            |_| NoRestore::default(),
-            &[(G, voters.clone())],
-        )
-        .await
-        .expect("node starts");
-        nodes.push(node);
-        stores.push(store);
-    }
+        |config| config.propose_timeout = Duration::from_secs(60),
+        |id| stores[id.0 as usize - 1].clone(),
+    )
+    .await;
     let leader = poll_for("a leader", WAIT, || async {
         nodes.iter().position(|n| n.is_leader(G))
     })
@@ -207,12 +178,7 @@ async fn a_failed_disk_stops_the_node_and_answers_its_callers_at_once() {
     assert!(reason.contains("injected write failure"), "{reason}");
     // Silent: it neither heartbeats nor campaigns, so the others elect a
     // leader of their own and go on.
-    let sent = nodes[leader]
-        .metrics()
-        .await
-        .expect("metrics")
-        .node
-        .messages_sent;
+    let sent = messages_sent(&nodes[leader]).await;
     let next = poll_for("a new leader", WAIT, || async {
         (0..nodes.len()).find(|&i| i != leader && nodes[i].is_leader(G))
     })
@@ -220,16 +186,42 @@ async fn a_failed_disk_stops_the_node_and_answers_its_callers_at_once() {
     let result = nodes[next].propose(G, Bytes::from_static(b"after")).await;
     assert!(result.is_ok(), "the others go on: {result:?}");
     tokio::time::sleep(Duration::from_millis(500)).await;
-    let later = nodes[leader]
-        .metrics()
-        .await
-        .expect("metrics")
-        .node
-        .messages_sent;
+    let later = messages_sent(&nodes[leader]).await;
     assert_eq!(later, sent, "messages sent by the stopped node");
     for node in &nodes {
         node.shutdown().await;
     }
+}
+
+/// Starts voters 1, 2 and 3 of group [`G`] on `net`, each with its
+/// configuration changed by `tune` and the store `store` gives for its id.
+async fn start_three<L: LogStore>(
+    net: &MemNetwork,
+    tune: impl Fn(&mut NodeConfig),
+    store: impl Fn(NodeId) -> L,
+) -> Vec<Node<NoRestore>> {
+    let voters: Vec<NodeId> = (1..=3).map(NodeId).collect();
+    let mut nodes = Vec::new();
+    for &id in &voters {
+        let mut config = node_config(id.0);
+        tune(&mut config);
+        let node = Node::start(
+            config,
+            net.transport(id),
+            store(id),
+            |_| NoRestore::default(),
+            &[(G, voters.clone())],
+        )
+        .await
+        .expect("node starts");
+        nodes.push(node);
+    }
+    nodes
+}
+
+/// Messages `node` has sent so far.
+async fn messages_sent(node: &Node<NoRestore>) -> u64 {
+    node.metrics().await.expect("metrics").node.messages_sent
 }
 
 /// The next `GroupStopped` event: its group and reason.
