@@ -73,7 +73,7 @@ struct DiskArgs {
     /// the in-process clusters keep their data).
     #[arg(long)]
     dir: Option<PathBuf>,
-    /// Print each report as JSON instead of a table.
+    /// Print the reports as a JSON array instead of a table.
     #[arg(long)]
     json: bool,
     /// Print each report as one Markdown table row (no header).
@@ -339,14 +339,17 @@ fn disk_probe(args: &DiskArgs) -> Result<(), BenchError> {
             duration: args.duration,
             ..DiskProbe::new(writers)
         };
-        let report = disk::probe(&dir, &p)?;
-        if args.json || args.row {
-            print_report(&report, args.json, args.row);
-        } else {
-            reports.push(report);
-        }
+        reports.push(disk::probe(&dir, &p)?);
     }
-    if !reports.is_empty() {
+    if args.json {
+        let json = serde_json::to_string_pretty(&reports)
+            .unwrap_or_else(|e| format!("{{\"error\": \"{e}\"}}"));
+        println!("{json}");
+    } else if args.row {
+        for r in &reports {
+            print_report(r, false, true);
+        }
+    } else {
         print!("{}", table(&reports).replace("| writes/s |", "| syncs/s |"));
     }
     Ok(())
