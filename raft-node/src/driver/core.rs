@@ -472,17 +472,8 @@ where
                 if let Some(g) = self.groups.get_mut(&group) {
                     // Its apply task has ended: nothing handed to it will
                     // be answered there.
-                    let stopped = ReadError::GroupStopped(group);
-                    stop_group(
-                        &*self.transport,
-                        self.config.id,
-                        group,
-                        g,
-                        &why,
-                        true,
-                        stopped,
-                    );
-                    let _ = self.events.send(Event::GroupStopped { group, reason: why });
+                    let (transport, me) = (&*self.transport, self.config.id);
+                    stop_and_announce(transport, &self.events, me, group, g, why, true);
                 }
             }
             Cmd::Metrics(reply) => {
@@ -845,20 +836,8 @@ where
         for (&group, g) in self.groups.iter_mut() {
             // The apply tasks go on: they still answer what they were
             // handed (committed before the failure).
-            let stopped = ReadError::GroupStopped(group);
-            stop_group(
-                &*self.transport,
-                self.config.id,
-                group,
-                g,
-                &why,
-                false,
-                stopped,
-            );
-            let _ = self.events.send(Event::GroupStopped {
-                group,
-                reason: why.clone(),
-            });
+            let (transport, me) = (&*self.transport, self.config.id);
+            stop_and_announce(transport, &self.events, me, group, g, why.clone(), false);
         }
     }
 
@@ -1176,6 +1155,22 @@ fn fail_group<S, T: Transport>(
         true,
         ReadError::UnknownGroup(group),
     );
+}
+
+/// Stops group `g` on this node for `why` (see [`stop_group`]), refusing
+/// reads with [`ReadError::GroupStopped`], and tells subscribers.
+fn stop_and_announce<S, T: Transport>(
+    transport: &T,
+    events: &broadcast::Sender<Event>,
+    me: NodeId,
+    group: GroupId,
+    g: &mut Group<S>,
+    why: String,
+    handed: bool,
+) {
+    let stopped = ReadError::GroupStopped(group);
+    stop_group(transport, me, group, g, &why, handed, stopped);
+    let _ = events.send(Event::GroupStopped { group, reason: why });
 }
 
 /// Stops group `g` on this node after an unrecoverable error: from now on
