@@ -68,7 +68,7 @@ pub(super) struct ApplyShared<T> {
 pub(super) async fn run<S, T>(
     mut machine: SessionMachine<S>,
     mut queue: mpsc::UnboundedReceiver<ApplyMsg<S>>,
-    to_core: mpsc::Sender<Cmd<S>>,
+    to_core: mpsc::UnboundedSender<Cmd<S>>,
     shared: ApplyShared<T>,
 ) where
     S: StateMachine,
@@ -116,9 +116,7 @@ pub(super) async fn run<S, T>(
                         // storage) and cannot be used: the group cannot go
                         // on safely; stop applying rather than diverge.
                         tracing::error!(group = %shared.group, error = %e, "snapshot restore failed; group stopped");
-                        let _ = to_core
-                            .send(Cmd::GroupFailed(shared.group, e.to_string()))
-                            .await;
+                        let _ = to_core.send(Cmd::GroupFailed(shared.group, e.to_string()));
                         return;
                     }
                 }
@@ -129,7 +127,7 @@ pub(super) async fn run<S, T>(
                     Ok(data) => Cmd::SnapshotBuilt(shared.group, Ok((last, data))),
                     Err(e) => Cmd::SnapshotBuilt(shared.group, Err(e.to_string())),
                 };
-                let _ = to_core.send(cmd).await;
+                let _ = to_core.send(cmd);
             }
             ApplyMsg::Read(index, f) => reads.entry(index).or_default().push(f),
             ApplyMsg::Stop(back) => {

@@ -94,7 +94,7 @@ pub(super) struct Core<S, T, L> {
     /// Commands that need the store, waiting for the flush under way.
     waiting: Vec<Cmd<S>>,
     factory: Box<dyn StateMachineFactory<S>>,
-    to_self: mpsc::Sender<Cmd<S>>,
+    to_self: mpsc::UnboundedSender<Cmd<S>>,
     shared: Arc<Shared>,
     events: broadcast::Sender<Event>,
     groups: BTreeMap<GroupId, Group<S>>,
@@ -133,7 +133,7 @@ where
         transport: Arc<T>,
         store: L,
         factory: Box<dyn StateMachineFactory<S>>,
-        to_self: mpsc::Sender<Cmd<S>>,
+        to_self: mpsc::UnboundedSender<Cmd<S>>,
         shared: Arc<Shared>,
         events: broadcast::Sender<Event>,
         groups: &[(GroupId, Vec<NodeId>)],
@@ -267,7 +267,7 @@ where
     /// acknowledgements and applies what they commit during its own flush,
     /// and writes drained meanwhile are staged together in the next flush
     /// as soon as this one is done.
-    pub(super) async fn run(mut self, mut rx: mpsc::Receiver<Cmd<S>>) {
+    pub(super) async fn run(mut self, mut rx: mpsc::UnboundedReceiver<Cmd<S>>) {
         let mut ticker = tokio::time::interval(self.config.tick);
         ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         let mut flushing: Option<FlushFuture<L>> = None;
@@ -384,7 +384,10 @@ where
 
     fn handle(&mut self, cmd: Cmd<S>) {
         match cmd {
-            Cmd::Inbound(from, batch) => self.inbound(from, batch),
+            Cmd::Inbound(from, batch) => {
+                self.shared.inbound_taken();
+                self.inbound(from, batch)
+            }
             Cmd::Propose(group, command, reply) => {
                 self.propose(group, command, Reply::Local(reply))
             }

@@ -54,7 +54,7 @@ mod core;
 mod pending;
 
 use std::collections::BTreeMap;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, RwLock};
 use std::time::Duration;
 
@@ -332,6 +332,8 @@ pub(crate) struct Shared {
     /// Per group: role and leader, updated by the loop when they change.
     pub(crate) status: RwLock<BTreeMap<GroupId, (Role, Option<NodeId>)>>,
     pub(crate) inbound_dropped: AtomicU64,
+    /// Inbound batches queued for the loop and not yet taken by it.
+    pub(crate) inbound_queued: AtomicUsize,
 }
 
 impl Shared {
@@ -342,12 +344,17 @@ impl Shared {
     ) -> std::sync::RwLockWriteGuard<'_, BTreeMap<GroupId, (Role, Option<NodeId>)>> {
         self.status.write().unwrap_or_else(|e| e.into_inner())
     }
+
+    /// The loop took an inbound batch off its queue.
+    pub(crate) fn inbound_taken(&self) {
+        self.inbound_queued.fetch_sub(1, Ordering::Relaxed);
+    }
 }
 
 /// A running node: a cheap, cloneable handle to its consensus loop.
 pub struct Node<S> {
     id: NodeId,
-    tx: mpsc::Sender<Cmd<S>>,
+    tx: mpsc::UnboundedSender<Cmd<S>>,
     shared: Arc<Shared>,
     events: broadcast::Sender<Event>,
     config: Arc<NodeConfig>,
@@ -368,15 +375,31 @@ impl<S> Clone for Node<S> {
 }
 
 /// The transport's view of the node: queues inbound batches without
-/// blocking, dropping them when the loop is that far behind.
+/// blocking, dropping them when `capacity` batches wait for the loop
+/// already (Raft recovers lost messages by resending).
+///
+/// The loop's queue itself is unbounded, and this count bounds what peers
+/// can put in it. Callers on this node need no such bound: each waits for
+/// its answer, so what they queue is at most what they have in flight. A
+/// bounded channel cost a lock per command taken, a tenth of the loop's
+/// time at high concurrency.
 struct NodeInbox<S> {
-    tx: mpsc::Sender<Cmd<S>>,
+    tx: mpsc::UnboundedSender<Cmd<S>>,
     shared: Arc<Shared>,
+    capacity: usize,
 }
 
 impl<S: Send + 'static> Inbox for NodeInbox<S> {
     fn deliver(&self, from: NodeId, batch: Vec<Envelope>) {
-        if self.tx.try_send(Cmd::Inbound(from, batch)).is_err() {
+        let queued = &self.shared.inbound_queued;
+        if queued.fetch_add(1, Ordering::Relaxed) >= self.capacity {
+            queued.fetch_sub(1, Ordering::Relaxed);
+            self.shared.inbound_dropped.fetch_add(1, Ordering::Relaxed);
+            return;
+        }
+        if self.tx.send(Cmd::Inbound(from, batch)).is_err() {
+            // The loop has stopped.
+            queued.fetch_sub(1, Ordering::Relaxed);
             self.shared.inbound_dropped.fetch_add(1, Ordering::Relaxed);
         }
     }
@@ -414,11 +437,12 @@ impl<S: StateMachine> Node<S> {
     {
         config.raft.validate()?;
         let config = Arc::new(config);
-        let (tx, rx) = mpsc::channel(config.inbox_capacity.max(16));
+        let (tx, rx) = mpsc::unbounded_channel();
         let (events, _) = broadcast::channel(1024);
         let shared = Arc::new(Shared {
             status: RwLock::new(BTreeMap::new()),
             inbound_dropped: AtomicU64::new(0),
+            inbound_queued: AtomicUsize::new(0),
         });
         let transport = Arc::new(transport);
         let core = core::Core::new(
@@ -435,6 +459,7 @@ impl<S: StateMachine> Node<S> {
             .start(Arc::new(NodeInbox {
                 tx: tx.clone(),
                 shared: shared.clone(),
+                capacity: config.inbox_capacity.max(16),
             }))
             .await?;
         let handle = tokio::spawn(core.run(rx));
@@ -480,7 +505,6 @@ impl<S: StateMachine> Node<S> {
         let (reply, rx) = oneshot::channel();
         self.tx
             .send(Cmd::Propose(group, command, reply))
-            .await
             .map_err(|_| ProposeError::Shutdown)?;
         // No timer here: the consensus loop answers every proposal, with
         // `Timeout` once it waited `propose_timeout` (checked every tick),
@@ -514,7 +538,6 @@ impl<S: StateMachine> Node<S> {
         });
         self.tx
             .send(Cmd::Read(group, consistency, run, fail_tx))
-            .await
             .map_err(|_| ReadError::Shutdown)?;
         let wait = async {
             // The loop answers a read it cannot serve by sending the reason
@@ -664,7 +687,7 @@ impl<S: StateMachine> Node<S> {
     /// `Shutdown`. Safe to call more than once.
     pub async fn shutdown(&self) {
         let (reply, rx) = oneshot::channel();
-        if self.tx.send(Cmd::Shutdown(reply)).await.is_ok() {
+        if self.tx.send(Cmd::Shutdown(reply)).is_ok() {
             let _ = rx.await;
         }
         if let Some(handle) = self.done.lock().await.take() {
@@ -679,8 +702,62 @@ impl<S: StateMachine> Node<S> {
         let (reply, rx) = oneshot::channel();
         self.tx
             .send(make(reply))
-            .await
             .map_err(|_| AdminError::Shutdown)?;
         rx.await.map_err(|_| AdminError::Shutdown)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn inbox(capacity: usize) -> (NodeInbox<()>, mpsc::UnboundedReceiver<Cmd<()>>) {
+        let (tx, rx) = mpsc::unbounded_channel();
+        let shared = Arc::new(Shared {
+            status: RwLock::new(BTreeMap::new()),
+            inbound_dropped: AtomicU64::new(0),
+            inbound_queued: AtomicUsize::new(0),
+        });
+        (
+            NodeInbox {
+                tx,
+                shared,
+                capacity,
+            },
+            rx,
+        )
+    }
+
+    fn dropped(inbox: &NodeInbox<()>) -> u64 {
+        inbox.shared.inbound_dropped.load(Ordering::Relaxed)
+    }
+
+    #[test]
+    fn inbox_drops_batches_beyond_its_capacity_until_the_loop_takes_some() {
+        let (inbox, mut rx) = inbox(2);
+        for _ in 0..3 {
+            inbox.deliver(NodeId(2), Vec::new());
+        }
+        assert_eq!(dropped(&inbox), 1, "the third batch found the queue full");
+        // The loop takes one: there is room for one more, not two.
+        assert!(matches!(rx.try_recv(), Ok(Cmd::Inbound(NodeId(2), _))));
+        inbox.shared.inbound_taken();
+        inbox.deliver(NodeId(3), Vec::new());
+        inbox.deliver(NodeId(3), Vec::new());
+        assert_eq!(dropped(&inbox), 2);
+        let mut from = Vec::new();
+        while let Ok(Cmd::Inbound(node, _)) = rx.try_recv() {
+            from.push(node.0);
+        }
+        assert_eq!(from, [2, 3]);
+    }
+
+    #[test]
+    fn inbox_counts_batches_for_a_stopped_loop_as_dropped() {
+        let (inbox, rx) = inbox(8);
+        drop(rx);
+        inbox.deliver(NodeId(2), Vec::new());
+        assert_eq!(dropped(&inbox), 1);
+        assert_eq!(inbox.shared.inbound_queued.load(Ordering::Relaxed), 0);
     }
 }
