@@ -546,42 +546,55 @@ where
             );
             return;
         }
+        // A follower hands its callers' proposals to the leader it knows
+        // (the engine would refuse them with that leader's id).
+        if self.config.forward_proposals
+            && g.engine.role() != Role::Leader
+            && matches!(reply, Reply::Local(_))
+            && let Some(to) = g.engine.leader().filter(|&l| l != self.config.id)
+        {
+            let Reply::Local(reply) = reply else {
+                unreachable!("matched above")
+            };
+            self.forward(group, to, command, reply);
+            return;
+        }
         touch(&mut self.touched, group, g);
-        match g.engine.propose(command.clone()) {
+        match g.engine.propose(command) {
             Ok(id) => {
                 self.metrics.proposals += 1;
                 g.pending
                     .insert(id.index, Waiter { id, reply }, self.turn_at);
             }
-            Err(ProposeError::NotLeader {
-                leader: Some(leader),
-            }) if self.config.forward_proposals
-                && leader != self.config.id
-                && matches!(reply, Reply::Local(_)) =>
-            {
-                let Reply::Local(reply) = reply else {
-                    unreachable!("matched above")
-                };
-                let id = self.next_id;
-                self.next_id += 1;
-                self.forwarded.insert(
-                    id,
-                    Forwarded {
-                        reply,
-                        deadline: self.turn_at + self.config.propose_timeout,
-                    },
-                );
-                let env = Envelope {
-                    group,
-                    from: self.config.id,
-                    to: leader,
-                    term: Term(0),
-                    msg: Message::Forward(ForwardRequest { id, command }),
-                };
-                self.send_batch(leader, vec![env]);
-            }
             Err(e) => reply_waiter_direct(&*self.transport, self.config.id, group, reply, Err(e)),
         }
+    }
+
+    /// Sends a caller's proposal to the leader `to`, which answers it.
+    fn forward(
+        &mut self,
+        group: GroupId,
+        to: NodeId,
+        command: Bytes,
+        reply: oneshot::Sender<ProposeResult>,
+    ) {
+        let id = self.next_id;
+        self.next_id += 1;
+        self.forwarded.insert(
+            id,
+            Forwarded {
+                reply,
+                deadline: self.turn_at + self.config.propose_timeout,
+            },
+        );
+        let env = Envelope {
+            group,
+            from: self.config.id,
+            to,
+            term: Term(0),
+            msg: Message::Forward(ForwardRequest { id, command }),
+        };
+        self.send_batch(to, vec![env]);
     }
 
     /// A follower forwarded a proposal: propose it here if leading.

@@ -95,22 +95,31 @@ impl RaftLog {
         max_entries: usize,
         max_bytes: usize,
     ) -> Vec<Entry> {
-        let held =
-            to.0.min(self.last_index().0)
-                .saturating_sub(from.0.saturating_sub(1));
-        let mut out = Vec::with_capacity(usize::try_from(held).unwrap_or(0).min(max_entries));
-        let mut bytes = 0;
-        let mut index = from;
-        while index <= to && out.len() < max_entries {
-            let Some(e) = self.get(index) else { break };
-            bytes += e.size();
-            if !out.is_empty() && bytes > max_bytes {
-                break;
-            }
-            out.push(e.clone());
-            index = index.next();
-        }
-        out
+        // Entries before `from` or after `to` are not wanted, and none is
+        // held at or before the compaction point.
+        let Some(skip) = from.0.checked_sub(self.compacted.index.0 + 1) else {
+            return Vec::new();
+        };
+        let wanted = (to.0.saturating_add(1)).saturating_sub(from.0);
+        let held = usize::try_from(skip)
+            .ok()
+            .and_then(|skip| self.entries.get(skip..))
+            .unwrap_or(&[]);
+        let count = usize::try_from(wanted)
+            .unwrap_or(usize::MAX)
+            .min(max_entries)
+            .min(held.len());
+        let held = &held[..count];
+        let mut bytes = 0usize;
+        let within = held
+            .iter()
+            .enumerate()
+            .position(|(i, e)| {
+                bytes = bytes.saturating_add(e.size());
+                i > 0 && bytes > max_bytes
+            })
+            .unwrap_or(count);
+        held[..within].to_vec()
     }
 
     /// Appends entries that directly follow the last one.
@@ -210,6 +219,26 @@ mod tests {
         assert_eq!(l.slice(LogIndex(2), LogIndex(4), 2, 1000).len(), 2);
         assert_eq!(l.slice(LogIndex(2), LogIndex(4), 10, 1).len(), 1);
         assert!(l.slice(LogIndex(5), LogIndex(9), 10, 1000).is_empty());
+        assert!(l.slice(LogIndex(3), LogIndex(2), 10, 1000).is_empty());
+        assert_eq!(l.slice(LogIndex(3), LogIndex(u64::MAX), 10, 1000).len(), 2);
+        let ids = |v: Vec<Entry>| v.iter().map(|e| e.id.index.0).collect::<Vec<_>>();
+        assert_eq!(
+            ids(l.slice(LogIndex(1), LogIndex(4), 2, usize::MAX)),
+            [1, 2]
+        );
+        // Each entry here is 24 bytes: two fit in 48, not in 47.
+        assert_eq!(ids(l.slice(LogIndex(1), LogIndex(4), 10, 48)), [1, 2]);
+        assert_eq!(ids(l.slice(LogIndex(1), LogIndex(4), 10, 47)), [1]);
+    }
+
+    #[test]
+    fn slice_holds_nothing_at_or_before_the_compaction_point() {
+        let mut l = log(&[1, 1, 1, 1]);
+        l.compact_to(LogId::new(Term(1), LogIndex(2)));
+        assert!(l.slice(LogIndex(0), LogIndex(4), 10, 1000).is_empty());
+        assert!(l.slice(LogIndex(2), LogIndex(4), 10, 1000).is_empty());
+        let got = l.slice(LogIndex(3), LogIndex(4), 10, 1000);
+        assert_eq!(got.iter().map(|e| e.id.index.0).collect::<Vec<_>>(), [3, 4]);
     }
 
     #[test]
