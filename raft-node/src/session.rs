@@ -128,7 +128,7 @@
 use std::collections::{BTreeMap, BTreeSet};
 use std::future::Future;
 
-use bytes::{BufMut, Bytes, BytesMut};
+use bytes::{Buf, BufMut, Bytes, BytesMut};
 use raft_api::{Entry, LogId, LogIndex, Payload, StateMachine, StorageError};
 
 const COMMAND_PLAIN: u8 = 0x00;
@@ -191,6 +191,22 @@ pub fn encode_command(session: Option<Session>, command: &[u8]) -> Bytes {
 /// panics: a missing or unknown format tag and a truncated header are
 /// [`SessionDecodeError`]s.
 pub fn decode_command(command: &Bytes) -> Result<(Option<Session>, Bytes), SessionDecodeError> {
+    let (session, header) = decode_header(command)?;
+    Ok((session, command.slice(header..)))
+}
+
+/// Like [`decode_command`], taking the command: the application's bytes are
+/// the same buffer, advanced past the header, which costs no reference
+/// count update.
+fn take_command(mut command: Bytes) -> Result<(Option<Session>, Bytes), SessionDecodeError> {
+    let (session, header) = decode_header(&command)?;
+    command.advance(header);
+    Ok((session, command))
+}
+
+/// The session of a command made by [`encode_command`] and the length of
+/// its header.
+fn decode_header(command: &[u8]) -> Result<(Option<Session>, usize), SessionDecodeError> {
     let mut r = Reader::new(command);
     let session = match r.u8("command format tag")? {
         COMMAND_PLAIN => None,
@@ -200,7 +216,7 @@ pub fn decode_command(command: &Bytes) -> Result<(Option<Session>, Bytes), Sessi
         }),
         tag => return Err(SessionDecodeError::UnknownTag(tag)),
     };
-    Ok((session, command.slice(r.consumed()..)))
+    Ok((session, r.consumed()))
 }
 
 /// What a [`SessionMachine`] did with a command entry; its response to the
@@ -527,28 +543,40 @@ impl<S> SessionMachine<S> {
     /// builds the entries for the inner machine. Also returns, per client
     /// whose recorded response is still pending, the batch position whose
     /// inner response it is.
-    fn plan(&mut self, entries: &[Entry]) -> (Vec<Decision>, Vec<Entry>, BTreeMap<u64, usize>) {
+    fn plan(&mut self, entries: Vec<Entry>) -> (Vec<Decision>, Vec<Entry>, BTreeMap<u64, usize>) {
         let mut decisions = Vec::with_capacity(entries.len());
         let mut inner_entries = Vec::with_capacity(entries.len());
         let mut pending: BTreeMap<u64, usize> = BTreeMap::new();
-        for (position, entry) in entries.iter().enumerate() {
-            let index = entry.id.index;
+        for (position, entry) in entries.into_iter().enumerate() {
+            let Entry {
+                id,
+                timestamp,
+                payload,
+            } = entry;
+            let index = id.index;
             let blank = || Entry {
-                id: entry.id,
-                timestamp: entry.timestamp,
+                id,
+                timestamp,
                 payload: Payload::Blank,
             };
             let with_command = |command: Bytes| Entry {
-                id: entry.id,
-                timestamp: entry.timestamp,
+                id,
+                timestamp,
                 payload: Payload::Command(command),
             };
-            let Payload::Command(data) = &entry.payload else {
-                decisions.push(Decision::PassThrough);
-                inner_entries.push(entry.clone());
-                continue;
+            let data = match payload {
+                Payload::Command(data) => data,
+                payload => {
+                    decisions.push(Decision::PassThrough);
+                    inner_entries.push(Entry {
+                        id,
+                        timestamp,
+                        payload,
+                    });
+                    continue;
+                }
             };
-            let (decision, inner_entry) = match decode_command(data) {
+            let (decision, inner_entry) = match take_command(data) {
                 Err(_) => (Decision::Malformed, blank()),
                 Ok((None, command)) => (Decision::Applied, with_command(command)),
                 Ok((Some(session), command)) => {
@@ -597,7 +625,10 @@ impl<S: StateMachine> SessionMachine<S> {
     /// returns each entry's reply before encoding: `None` for an entry that
     /// carries no command. The driver answers its own callers from these,
     /// without encoding and decoding each reply.
-    pub(crate) async fn apply_replies(&mut self, entries: &[Entry]) -> Vec<Option<SessionReply>> {
+    pub(crate) async fn apply_replies(
+        &mut self,
+        entries: Vec<Entry>,
+    ) -> Vec<(LogId, Option<SessionReply>)> {
         let (decisions, inner_entries, pending) = self.plan(entries);
         let inner_responses = self.inner.apply(&inner_entries).await;
         let inner_response =
@@ -609,16 +640,20 @@ impl<S: StateMachine> SessionMachine<S> {
         }
         decisions
             .into_iter()
+            .zip(&inner_entries)
             .enumerate()
-            .map(|(position, decision)| match decision {
-                Decision::PassThrough => None,
-                Decision::Applied => Some(SessionReply::Applied(inner_response(position))),
-                Decision::Duplicate(response) => Some(SessionReply::Duplicate(response)),
-                Decision::DuplicateInBatch(first) => {
-                    Some(SessionReply::Duplicate(inner_response(first)))
-                }
-                Decision::Stale => Some(SessionReply::Stale),
-                Decision::Malformed => Some(SessionReply::Malformed),
+            .map(|(position, (decision, entry))| {
+                let reply = match decision {
+                    Decision::PassThrough => None,
+                    Decision::Applied => Some(SessionReply::Applied(inner_response(position))),
+                    Decision::Duplicate(response) => Some(SessionReply::Duplicate(response)),
+                    Decision::DuplicateInBatch(first) => {
+                        Some(SessionReply::Duplicate(inner_response(first)))
+                    }
+                    Decision::Stale => Some(SessionReply::Stale),
+                    Decision::Malformed => Some(SessionReply::Malformed),
+                };
+                (entry.id, reply)
             })
             .collect()
     }
@@ -631,10 +666,10 @@ impl<S: StateMachine> StateMachine for SessionMachine<S> {
     /// entries at the same index), and answers each entry. A response
     /// missing from the inner machine's answer counts as empty.
     async fn apply(&mut self, entries: &[Entry]) -> Vec<Bytes> {
-        self.apply_replies(entries)
+        self.apply_replies(entries.to_vec())
             .await
             .into_iter()
-            .map(|reply| reply.map_or_else(Bytes::new, |reply| encode_reply(&reply)))
+            .map(|(_, reply)| reply.map_or_else(Bytes::new, |reply| encode_reply(&reply)))
             .collect()
     }
 
@@ -1089,8 +1124,12 @@ mod tests {
         for start in [1, 9] {
             let entries = batch(start);
             let want = block_on(encoded.apply(&entries));
-            let got = block_on(direct.apply_replies(&entries));
+            let got = block_on(direct.apply_replies(entries.clone()));
             assert_eq!(got.len(), want.len());
+            let ids: Vec<LogId> = got.iter().map(|(id, _)| *id).collect();
+            let want_ids: Vec<LogId> = entries.iter().map(|e| e.id).collect();
+            assert_eq!(ids, want_ids, "each reply comes with its entry's id");
+            let got: Vec<_> = got.into_iter().map(|(_, reply)| reply).collect();
             for (got, want) in got.iter().zip(&want) {
                 match got {
                     None => assert!(want.is_empty()),

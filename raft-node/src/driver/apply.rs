@@ -79,23 +79,25 @@ pub(super) async fn run<S, T>(
     while let Some(msg) = queue.recv().await {
         match msg {
             ApplyMsg::Apply(entries) => {
-                let responses = machine.apply_replies(&entries).await;
+                let last = entries.last().map_or(LogIndex(0), |e| e.id.index);
+                let replies = machine.apply_replies(entries).await;
                 // Taken once applied: while the state machine works, the
                 // consensus loop may still answer those that time out.
-                let waiters = match entries.last() {
-                    Some(last) => shared.waiters.lock().take_through(last.id.index),
-                    None => Vec::new(),
+                let waiters = if replies.is_empty() {
+                    Vec::new()
+                } else {
+                    shared.waiters.lock().take_through(last)
                 };
                 // Both in index order: each waiter meets its entry.
                 let mut waiters = waiters.into_iter().peekable();
-                for (entry, response) in entries.iter().zip(responses) {
+                for (id, reply) in replies {
                     // Waiting on an entry before this batch (none should):
                     // its fate is not known here.
-                    while let Some(w) = waiters.next_if(|w| w.id.index < entry.id.index) {
+                    while let Some(w) = waiters.next_if(|w| w.id.index < id.index) {
                         answer_unknown(&shared, w);
                     }
-                    if let Some(w) = waiters.next_if(|w| w.id.index == entry.id.index) {
-                        answer(&shared, w, entry.id, response);
+                    if let Some(w) = waiters.next_if(|w| w.id.index == id.index) {
+                        answer(&shared, w, id, reply);
                     }
                 }
                 for w in waiters {
