@@ -228,6 +228,11 @@ pub fn render(
             "Inbound batches dropped (inbox full).",
             n.inbound_dropped,
         ),
+        (
+            "raftkv_early_snapshots_total",
+            "Snapshots asked for early to keep the log within max_log_bytes.",
+            n.early_snapshots,
+        ),
     ] {
         family(
             name,
@@ -236,6 +241,12 @@ pub fn render(
             vec![(String::new(), value.to_string())],
         );
     }
+    family(
+        "raftkv_log_bytes",
+        "gauge",
+        "Log held in memory by all groups, in bytes.",
+        vec![(String::new(), n.log_bytes.to_string())],
+    );
     for (name, help, value) in transport_counters(transport) {
         family(
             &format!("raftkv_transport_{name}_total"),

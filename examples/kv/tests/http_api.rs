@@ -220,6 +220,8 @@ async fn a_single_node_serves_every_endpoint() {
         "raftkv_partition_applied_index{partition=\"0\"}",
         "raftkv_proposals_total",
         "raftkv_transport_batches_sent_total",
+        "raftkv_early_snapshots_total 0",
+        "raftkv_log_bytes ",
         "raftkv_writes_total{op=\"put\",outcome=\"ok\"}",
         "raftkv_writes_total{op=\"cas\",outcome=\"ok\"} 5",
         "raftkv_reads_total{consistency=\"stale\",outcome=\"ok\"}",

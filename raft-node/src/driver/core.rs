@@ -380,6 +380,56 @@ where
             self.next_balance = instant + self.config.balance_interval;
             self.balance_leaders();
         }
+        self.bound_log();
+    }
+
+    /// Keeps the log held by all groups within `max_log_bytes`: while over
+    /// it, the groups holding the most are asked for a snapshot (which
+    /// compacts their logs once built), largest first, until the ones asked
+    /// or already building hold the excess.
+    fn bound_log(&mut self) {
+        let budget = self.config.max_log_bytes;
+        if budget == 0 {
+            return;
+        }
+        let total: u64 = self.groups.values().map(|g| g.engine.log_bytes()).sum();
+        if total <= budget {
+            return;
+        }
+        let mut largest: Vec<(u64, GroupId)> = self
+            .groups
+            .iter()
+            .filter(|(_, g)| g.failed.is_none())
+            .map(|(&id, g)| (g.engine.log_bytes(), id))
+            .collect();
+        largest.sort_unstable_by(|a, b| b.cmp(a));
+        // A snapshot early covers at least this much: a group is not
+        // snapshotted again and again for the entries compaction keeps.
+        let least = self.config.raft.snapshot_trailing.max(1);
+        let mut excess = total - budget;
+        for (bytes, id) in largest {
+            if excess == 0 {
+                break;
+            }
+            let Some(g) = self.groups.get_mut(&id) else {
+                continue;
+            };
+            let e = &g.engine;
+            let covered = e.snapshot_meta().map_or(0, |m| m.last.index.0);
+            let asked = if e.is_building_snapshot() {
+                true
+            } else if e.applied_index().0.saturating_sub(covered) >= least {
+                touch(&mut self.touched, id, g);
+                let asked = g.engine.trigger_snapshot();
+                self.metrics.early_snapshots += u64::from(asked);
+                asked
+            } else {
+                false
+            };
+            if asked {
+                excess = excess.saturating_sub(bytes);
+            }
+        }
     }
 
     fn handle(&mut self, cmd: Cmd<S>) {
@@ -905,6 +955,7 @@ where
     fn metrics(&self) -> Metrics {
         let mut node = self.metrics.clone();
         node.inbound_dropped = self.shared.inbound_dropped.load(Ordering::Relaxed);
+        node.log_bytes = self.groups.values().map(|g| g.engine.log_bytes()).sum();
         let groups = self
             .groups
             .iter()
@@ -939,6 +990,7 @@ where
                         membership: e.membership().clone(),
                         peers,
                         quiet: e.is_quiescent(),
+                        log_bytes: e.log_bytes(),
                     },
                 )
             })

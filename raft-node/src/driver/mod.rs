@@ -110,6 +110,16 @@ pub struct NodeConfig {
     pub balance_leaders: bool,
     /// How often leadership balance is checked. Default 2 s.
     pub balance_interval: Duration,
+    /// Log held in memory by all of this node's groups together, in bytes
+    /// (as [`Entry::size`](raft_api::Entry::size) counts them), before the
+    /// groups holding the most are snapshotted early so that their logs
+    /// compact. Each group still snapshots on its own at
+    /// `Config::snapshot_threshold`; this bounds what a node hosting many
+    /// groups holds, which would otherwise grow with their number. A group
+    /// is snapshotted early only once it applied at least
+    /// `Config::snapshot_trailing` entries since its last snapshot. Default
+    /// 64 MiB; 0 turns the bound off.
+    pub max_log_bytes: u64,
 }
 
 impl NodeConfig {
@@ -128,6 +138,7 @@ impl NodeConfig {
             inbox_capacity: 8192,
             balance_leaders: true,
             balance_interval: Duration::from_secs(2),
+            max_log_bytes: 64 << 20,
         }
     }
 }
@@ -213,6 +224,8 @@ pub struct GroupMetrics {
     /// Whether the group is quiet (no heartbeats until woken; see
     /// `Config::quiesce_after_ms`).
     pub quiet: bool,
+    /// Log held in memory, in bytes (see [`NodeConfig::max_log_bytes`]).
+    pub log_bytes: u64,
 }
 
 /// Replication state of one peer, as the leader sees it.
@@ -241,6 +254,12 @@ pub struct NodeMetrics {
     pub messages_sent: u64,
     /// Inbound batches dropped because the inbox was full.
     pub inbound_dropped: u64,
+    /// Log held in memory by all groups, in bytes (see
+    /// [`NodeConfig::max_log_bytes`]).
+    pub log_bytes: u64,
+    /// Snapshots asked for early to keep the log within
+    /// [`NodeConfig::max_log_bytes`].
+    pub early_snapshots: u64,
 }
 
 impl NodeMetrics {

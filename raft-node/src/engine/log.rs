@@ -14,6 +14,8 @@ pub(crate) struct RaftLog {
     /// never compacted).
     compacted: LogId,
     entries: Vec<Entry>,
+    /// [`Entry::size`] summed over `entries`.
+    bytes: u64,
 }
 
 impl RaftLog {
@@ -24,14 +26,21 @@ impl RaftLog {
         let mut log = Self {
             compacted,
             entries: Vec::with_capacity(entries.len()),
+            bytes: 0,
         };
         for e in entries {
             if e.id.index != log.last_index().next() || e.id.term < log.last_id().term {
                 break;
             }
+            log.bytes += e.size() as u64;
             log.entries.push(e);
         }
         log
+    }
+
+    /// The size of the entries held, as [`Entry::size`] counts it.
+    pub(crate) fn bytes(&self) -> u64 {
+        self.bytes
     }
 
     /// The entry right before the first one held.
@@ -54,8 +63,10 @@ impl RaftLog {
         if upto.index <= self.compacted.index {
             return;
         }
-        let drop = usize::try_from(upto.index.0 - self.compacted.index.0).unwrap_or(usize::MAX);
-        self.entries.drain(..drop.min(self.entries.len()));
+        let gone = usize::try_from(upto.index.0 - self.compacted.index.0).unwrap_or(usize::MAX);
+        let gone = gone.min(self.entries.len());
+        self.bytes -= size_of_all(&self.entries[..gone]);
+        self.entries.drain(..gone);
         self.compacted = upto;
     }
 
@@ -129,14 +140,18 @@ impl RaftLog {
                 .first()
                 .is_none_or(|e| e.id.index == self.last_index().next())
         );
+        self.bytes += size_of_all(entries);
         self.entries.extend_from_slice(entries);
     }
 
     /// Removes every entry at `from` and after (never the compaction point).
     pub(crate) fn truncate(&mut self, from: LogIndex) {
         let keep = from.0.saturating_sub(self.compacted.index.0 + 1);
-        self.entries
-            .truncate(usize::try_from(keep).unwrap_or(usize::MAX));
+        let keep = usize::try_from(keep).unwrap_or(usize::MAX);
+        if let Some(removed) = self.entries.get(keep..) {
+            self.bytes -= size_of_all(removed);
+        }
+        self.entries.truncate(keep);
     }
 
     /// The first index of the run of entries with `term` that contains
@@ -160,6 +175,11 @@ impl RaftLog {
             .find(|e| e.id.index <= at_most)?;
         (candidate.id.term == term).then_some(candidate.id.index)
     }
+}
+
+/// [`Entry::size`] summed over `entries`.
+fn size_of_all(entries: &[Entry]) -> u64 {
+    entries.iter().map(|e| e.size() as u64).sum()
 }
 
 #[cfg(test)]
@@ -229,6 +249,28 @@ mod tests {
         // Each entry here is 24 bytes: two fit in 48, not in 47.
         assert_eq!(ids(l.slice(LogIndex(1), LogIndex(4), 10, 48)), [1, 2]);
         assert_eq!(ids(l.slice(LogIndex(1), LogIndex(4), 10, 47)), [1]);
+    }
+
+    #[test]
+    fn bytes_follow_appends_truncations_and_compactions() {
+        let command = |index: u64, len: usize| Entry {
+            id: LogId::new(Term(1), LogIndex(index)),
+            timestamp: Hlc::default(),
+            payload: Payload::Command(bytes::Bytes::from(vec![7u8; len])),
+        };
+        let mut l = RaftLog::new(LogId::default(), vec![command(1, 10), command(2, 20)]);
+        assert_eq!(l.bytes(), 24 + 10 + 24 + 20);
+        l.append(&[command(3, 30), command(4, 40)]);
+        assert_eq!(l.bytes(), 4 * 24 + 100);
+        l.truncate(LogIndex(4));
+        assert_eq!(l.bytes(), 3 * 24 + 60);
+        l.compact_to(LogId::new(Term(1), LogIndex(2)));
+        assert_eq!(l.bytes(), 24 + 30);
+        // Past the end: the log empties.
+        l.compact_to(LogId::new(Term(1), LogIndex(9)));
+        assert_eq!(l.bytes(), 0);
+        l.truncate(LogIndex(10));
+        assert_eq!(l.bytes(), 0);
     }
 
     #[test]

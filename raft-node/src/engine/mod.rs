@@ -618,6 +618,17 @@ impl Engine {
         self.log.compacted()
     }
 
+    /// The size of the log entries held in memory (after the compaction
+    /// point), as [`Entry::size`](raft_api::Entry::size) counts them.
+    pub fn log_bytes(&self) -> u64 {
+        self.log.bytes()
+    }
+
+    /// Whether a snapshot was asked for and is not yet built.
+    pub fn is_building_snapshot(&self) -> bool {
+        self.snapshot_building
+    }
+
     /// The latest snapshot's metadata, if there is one.
     pub fn snapshot_meta(&self) -> Option<&raft_api::SnapshotMeta> {
         self.snapshot.as_ref().map(|s| &s.meta)
