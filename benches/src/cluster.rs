@@ -50,6 +50,9 @@ pub struct ClusterSpec {
     pub data_dir: Option<PathBuf>,
     /// Engine settings of every group.
     pub raft: Config,
+    /// Each node's bound on the log its groups hold in memory
+    /// (`NodeConfig::max_log_bytes`); the node's default when `None`.
+    pub max_log_bytes: Option<u64>,
 }
 
 impl ClusterSpec {
@@ -70,6 +73,7 @@ impl ClusterSpec {
                 lease_clock_drift_ms: 50,
                 ..Config::default()
             },
+            max_log_bytes: None,
         }
     }
 
@@ -190,6 +194,9 @@ impl Cluster {
             // Leaders stay where elections put them: moving them mid-run
             // would refuse proposals while a transfer is under way.
             config.balance_leaders = false;
+            if let Some(bound) = spec.max_log_bytes {
+                config.max_log_bytes = bound;
+            }
             let node = Node::start(
                 config,
                 transport,

@@ -123,6 +123,11 @@ struct LoadArgs {
     /// Build a snapshot every this many entries per group (0: never).
     #[arg(long)]
     snapshot_threshold: Option<u64>,
+    /// Each node's bound, in bytes, on the log all its groups hold in
+    /// memory before the largest are snapshotted early (0: none; default:
+    /// the node's, 64 MiB).
+    #[arg(long)]
+    max_log_bytes: Option<u64>,
     /// Print the process's resident memory this often during the run (in
     /// the notes of the report).
     #[arg(long, value_parser = parse_duration)]
@@ -235,6 +240,7 @@ fn load(args: &LoadArgs) -> Result<(), BenchError> {
                 if let Some(t) = args.snapshot_threshold {
                     spec.raft.snapshot_threshold = t;
                 }
+                spec.max_log_bytes = args.max_log_bytes;
                 let label = format!(
                     "{} {}B {}c {mode}",
                     spec.label(),
@@ -476,6 +482,9 @@ mod tests {
         assert_eq!(cli.load.transport, TransportKind::Tcp);
         assert_eq!(cli.load.clients, 1);
         assert!(cli.load.json);
+        assert_eq!(cli.load.max_log_bytes, None, "the node's own bound");
+        let cli = Cli::try_parse_from(["raft-bench", "--groups", "64", "--max-log-bytes", "0"]);
+        assert_eq!(cli.unwrap().load.max_log_bytes, Some(0));
         let cli = Cli::try_parse_from(["raft-bench", "compare", "--clients", "1,64"]).unwrap();
         let Some(Command::Compare(c)) = cli.command else {
             panic!("compare")
