@@ -603,7 +603,7 @@ mod tests {
                 round: 77,
             }),
             Message::HeartbeatResp(HeartbeatResponse { round: 77 }),
-            Message::Snapshot(SnapshotChunk {
+            Message::Snapshot(Box::new(SnapshotChunk {
                 meta: SnapshotMeta {
                     last: log,
                     membership: membership(),
@@ -612,7 +612,7 @@ mod tests {
                 offset: 4096,
                 data: Bytes::from(vec![0xAB; 4096]),
                 stream: 5,
-            }),
+            })),
             Message::SnapshotResp(SnapshotResponse {
                 last: log,
                 received: 8192,
@@ -1125,13 +1125,13 @@ mod tests {
                 any::<u64>()
             )
                 .prop_map(|(last, membership, total, offset, data, stream)| {
-                    Message::Snapshot(SnapshotChunk {
+                    Message::Snapshot(Box::new(SnapshotChunk {
                         meta: SnapshotMeta { last, membership },
                         total,
                         offset,
                         data,
                         stream,
-                    })
+                    }))
                 }),
             (log_id(), any::<u64>(), any::<u64>(), any::<bool>()).prop_map(
                 |(last, received, stream, installed)| Message::SnapshotResp(SnapshotResponse {

@@ -52,8 +52,10 @@ pub enum Message {
     /// alive (check-quorum) and lets it resume replication.
     HeartbeatResp(HeartbeatResponse),
     /// One chunk of a snapshot, for a follower whose next entry the leader
-    /// has compacted away (InstallSnapshot, §7).
-    Snapshot(SnapshotChunk),
+    /// has compacted away (InstallSnapshot, §7). Boxed: it is by far the
+    /// largest body, and every message would otherwise be as large (on the
+    /// wire it is the chunk itself).
+    Snapshot(Box<SnapshotChunk>),
     /// Answer to a [`Message::Snapshot`] chunk.
     SnapshotResp(SnapshotResponse),
     /// Leader transfer (thesis §3.10): the leader tells an up-to-date voter

@@ -856,13 +856,13 @@ mod tests {
             term: Term(1),
             msg,
         };
-        let chunk = Message::Snapshot(SnapshotChunk {
+        let chunk = Message::Snapshot(Box::new(SnapshotChunk {
             meta: Default::default(),
             total: 1,
             offset: 0,
             data: bytes::Bytes::from_static(b"x"),
             stream: 1,
-        });
+        }));
         assert!(!has_snapshot(&[envelope(Message::TimeoutNow)]));
         assert!(has_snapshot(&[
             envelope(Message::TimeoutNow),

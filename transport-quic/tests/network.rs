@@ -77,13 +77,13 @@ async fn large_snapshot_chunk_does_not_hold_up_heartbeats() {
         from: N1,
         to: N2,
         term: Term(1),
-        msg: Message::Snapshot(SnapshotChunk {
+        msg: Message::Snapshot(Box::new(SnapshotChunk {
             meta: Default::default(),
             total: 4 << 20,
             offset: 0,
             data: Bytes::from(vec![0xA5; 4 << 20]),
             stream: 1,
-        }),
+        })),
     };
     let heartbeat = Envelope {
         group: GroupId(1),

@@ -520,13 +520,13 @@ pub async fn large_messages<H: TransportHarness>(harness: &mut H) {
                 commit: LogIndex(seq),
                 stream: 1,
             }),
-            _ => Message::Snapshot(SnapshotChunk {
+            _ => Message::Snapshot(Box::new(SnapshotChunk {
                 meta: Default::default(),
                 total: 4 * LARGE_PAYLOAD as u64,
                 offset: seq * LARGE_PAYLOAD as u64,
                 data: blob(seq),
                 stream: 1,
-            }),
+            })),
         };
         // Each large message with a small one behind it in the same batch.
         let batch = vec![envelope(seq, msg), numbered(n1, n2, 1_000 + seq)];

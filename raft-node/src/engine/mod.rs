@@ -680,7 +680,7 @@ impl Engine {
             Message::AppendResp(resp) => self.handle_append_resp(env.from, resp),
             Message::Heartbeat(req) => self.handle_heartbeat(env.from, req),
             Message::HeartbeatResp(resp) => self.handle_heartbeat_resp(env.from, resp),
-            Message::Snapshot(chunk) => self.handle_snapshot(env.from, chunk),
+            Message::Snapshot(chunk) => self.handle_snapshot(env.from, *chunk),
             Message::SnapshotResp(resp) => self.handle_snapshot_resp(env.from, resp),
             Message::TimeoutNow => self.handle_timeout_now(env.from),
             Message::ReadIndex(req) => self.handle_read_index(env.from, req),

@@ -194,7 +194,7 @@ impl Engine {
             stream,
         };
         send.sent_at = Some(now);
-        self.send(peer, Message::Snapshot(chunk));
+        self.send(peer, Message::Snapshot(Box::new(chunk)));
     }
 
     /// Resends a chunk whose answer is overdue (it or its answer was lost).

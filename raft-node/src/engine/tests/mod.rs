@@ -295,13 +295,13 @@ fn snap(last: LogId, voters: &[u64], data: &'static [u8]) -> Snapshot {
 
 /// The chunk of `snapshot` of `len` bytes at `offset`.
 fn chunk(snapshot: &Snapshot, offset: usize, len: usize) -> Message {
-    Message::Snapshot(SnapshotChunk {
+    Message::Snapshot(Box::new(SnapshotChunk {
         meta: snapshot.meta.clone(),
         total: snapshot.data.len() as u64,
         offset: offset as u64,
         data: snapshot.data.slice(offset..offset + len),
         stream: 0,
-    })
+    }))
 }
 
 fn snapshot_resp(last: LogId, received: u64, installed: bool) -> Message {

@@ -78,7 +78,7 @@ fn any_message(rng: &mut Rng) -> Message {
             if rng.range(0, 4) == 0 {
                 membership.voters.clear();
             }
-            Message::Snapshot(raft_api::SnapshotChunk {
+            Message::Snapshot(Box::new(raft_api::SnapshotChunk {
                 meta: raft_api::SnapshotMeta {
                     last: any_log_id(rng),
                     membership,
@@ -87,7 +87,7 @@ fn any_message(rng: &mut Rng) -> Message {
                 offset: any_u64(rng),
                 data: Bytes::from(vec![7u8; len]),
                 stream: rng.range(0, 2),
-            })
+            }))
         }
         10 => Message::SnapshotResp(raft_api::SnapshotResponse {
             last: any_log_id(rng),

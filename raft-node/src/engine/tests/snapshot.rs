@@ -520,13 +520,13 @@ fn case_11_restart_past_snapshot_does_not_restore() {
 fn s7_chunk_past_image_size_is_malformed() {
     let mut f = engine(3, &[1, 2, 3], stored(&[1], 1, None, 0));
     let s = snap(lid(1, 5), &[1, 2, 3], b"0123");
-    let bad = Message::Snapshot(SnapshotChunk {
+    let bad = Message::Snapshot(Box::new(SnapshotChunk {
         meta: s.meta.clone(),
         total: 4,
         offset: 2,
         data: Bytes::from_static(b"abc"),
         stream: 0,
-    });
+    }));
     let err = f.step(env(1, 3, 2, bad)).unwrap_err();
     assert!(
         matches!(
