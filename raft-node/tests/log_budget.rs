@@ -18,12 +18,7 @@ const BUDGET: u64 = 8 * 1024;
 /// only the bound can compact a log) and `max_log_bytes` at `budget`.
 async fn cluster(budget: u64) -> (Cluster, Vec<GroupId>) {
     let groups: Vec<GroupId> = (1..=GROUPS).map(GroupId).collect();
-    let mut c = Cluster {
-        net: transport_mem::MemNetwork::new(),
-        nodes: Default::default(),
-        stores: Default::default(),
-        started_with: Default::default(),
-    };
+    let mut c = Cluster::empty();
     for id in 1..=3 {
         let mut config = node_config(id);
         config.raft.snapshot_threshold = 0;

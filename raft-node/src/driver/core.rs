@@ -383,6 +383,11 @@ where
         self.bound_log();
     }
 
+    /// The log all groups hold in memory, in bytes.
+    fn log_bytes(&self) -> u64 {
+        self.groups.values().map(|g| g.engine.log_bytes()).sum()
+    }
+
     /// Keeps the log held by all groups within `max_log_bytes`: while over
     /// it, the groups holding the most are asked for a snapshot (which
     /// compacts their logs once built), largest first, until the ones asked
@@ -392,7 +397,7 @@ where
         if budget == 0 {
             return;
         }
-        let total: u64 = self.groups.values().map(|g| g.engine.log_bytes()).sum();
+        let total = self.log_bytes();
         if total <= budget {
             return;
         }
@@ -955,7 +960,7 @@ where
     fn metrics(&self) -> Metrics {
         let mut node = self.metrics.clone();
         node.inbound_dropped = self.shared.inbound_dropped.load(Ordering::Relaxed);
-        node.log_bytes = self.groups.values().map(|g| g.engine.log_bytes()).sum();
+        node.log_bytes = self.log_bytes();
         let groups = self
             .groups
             .iter()

@@ -174,14 +174,18 @@ impl Cluster {
         Self::start_groups(ids, voters, &[G]).await
     }
 
-    pub async fn start_groups(ids: &[u64], voters: &[u64], groups: &[GroupId]) -> Self {
-        let net = MemNetwork::new();
-        let mut c = Self {
-            net,
+    /// No nodes yet: [`spawn`](Self::spawn) adds them.
+    pub fn empty() -> Self {
+        Self {
+            net: MemNetwork::new(),
             nodes: BTreeMap::new(),
             stores: BTreeMap::new(),
             started_with: BTreeMap::new(),
-        };
+        }
+    }
+
+    pub async fn start_groups(ids: &[u64], voters: &[u64], groups: &[GroupId]) -> Self {
+        let mut c = Self::empty();
         for &id in ids {
             c.spawn(id, node_config(id), voters, groups).await;
         }
