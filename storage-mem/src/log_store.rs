@@ -14,27 +14,59 @@ use raft_api::{
 const INJECTED_FAILURE: &str = "injected write failure";
 
 /// The stored state of one group.
-#[derive(Clone, Debug, Default, PartialEq, Eq)]
+#[derive(Clone, Debug, Default)]
 struct GroupLog {
     hard_state: HardState,
-    /// The entry just before `entries[0]`.
+    /// The entry just before `entries[hidden]`.
     compacted: LogId,
-    /// Entries `compacted.index + 1 ..= last`, contiguous.
+    /// Entries `compacted.index + 1 ..= last`, contiguous, after the
+    /// `hidden` ones.
     entries: VecDeque<Entry>,
+    /// How many entries at the front of `entries` a staged compaction
+    /// removed. They stay where they are until the flush, so that a crash
+    /// brings them back without a copy; no read sees them.
+    hidden: usize,
     /// The latest saved snapshot.
     snapshot: Option<Snapshot>,
 }
 
+/// Equal when every read sees the same: hidden entries do not count.
+impl PartialEq for GroupLog {
+    fn eq(&self, other: &Self) -> bool {
+        self.hard_state == other.hard_state
+            && self.compacted == other.compacted
+            && self.snapshot == other.snapshot
+            && self.shown().eq(other.shown())
+    }
+}
+
+impl Eq for GroupLog {}
+
 impl GroupLog {
     fn last(&self) -> LogId {
-        self.entries.back().map_or(self.compacted, |e| e.id)
+        if self.entries.len() > self.hidden {
+            self.entries.back().map_or(self.compacted, |e| e.id)
+        } else {
+            self.compacted
+        }
     }
 
     /// Position in `entries` of the entry with `index`. The caller ensures
     /// `index` is above the compacted index.
     fn offset(&self, index: LogIndex) -> usize {
         debug_assert!(index > self.compacted.index);
-        (index.0 - self.compacted.index.0 - 1) as usize
+        self.hidden + (index.0 - self.compacted.index.0 - 1) as usize
+    }
+
+    /// The entries reads see.
+    fn shown(&self) -> impl Iterator<Item = &Entry> {
+        self.entries.iter().skip(self.hidden)
+    }
+
+    /// Drops the entries a compaction removed, once it is durable.
+    fn drop_hidden(&mut self) {
+        self.entries.drain(..self.hidden);
+        self.hidden = 0;
     }
 
     /// Reverses the last write still applied to this group. Creation is
@@ -45,12 +77,9 @@ impl GroupLog {
             Undo::HardState(state) => self.hard_state = state,
             Undo::Append { len } => self.entries.truncate(len),
             Undo::Truncate(mut removed) => self.entries.append(&mut removed),
-            Undo::Compact { compacted, removed } => {
-                // Back in front of what is left, one by one: the cost is
-                // that of the removed prefix, not of the whole log.
-                for entry in removed.into_iter().rev() {
-                    self.entries.push_front(entry);
-                }
+            Undo::Compact { compacted, hidden } => {
+                // The removed entries never left: showing them again is all.
+                self.hidden = hidden;
                 self.compacted = compacted;
             }
             Undo::Snapshot(snapshot) => self.snapshot = snapshot,
@@ -72,12 +101,10 @@ enum Undo {
     Append { len: usize },
     /// A truncation: the entries it removed, moved out of the view.
     Truncate(VecDeque<Entry>),
-    /// A compaction: the compaction point before it and the entries it
-    /// removed, moved out of the view.
-    Compact {
-        compacted: LogId,
-        removed: VecDeque<Entry>,
-    },
+    /// A compaction: the compaction point and the count of hidden entries
+    /// before it (the entries it removed stay hidden in the view until the
+    /// flush).
+    Compact { compacted: LogId, hidden: usize },
     /// The snapshot before the write.
     Snapshot(Option<Snapshot>),
 }
@@ -99,8 +126,9 @@ enum Undo {
 /// current view (durable plus staged), which every write changes at once.
 /// Next to it is an undo log: for each write since the last successful
 /// flush, what it takes to reverse it (the previous hard state, snapshot
-/// or log length; the entries a truncation or compaction removed, moved
-/// there rather than copied). A flush just drops the undo log, so no entry
+/// or log length; the entries a truncation removed, moved there rather than
+/// copied). The entries a compaction removed stay in the view, hidden from
+/// reads, until the flush drops them. A flush just drops the undo log, so no entry
 /// is ever copied twice; a crash replays it backwards, so its cost is
 /// proportional to what was staged, not to the size of the log.
 ///
@@ -178,11 +206,9 @@ impl MemLogStore {
     }
 
     /// Stages checked entries at the end of the group's log.
+    /// The caller skips empty appends. `entries` is a vector's or a slice's
+    /// iterator, so the deque reserves once and copies in bulk.
     fn stage_append(&mut self, group: GroupId, entries: impl IntoIterator<Item = Entry>) {
-        let mut entries = entries.into_iter().peekable();
-        if entries.peek().is_none() {
-            return;
-        }
         // Consecutive appends to the same group share one undo record: undoing
         // the first undoes them all.
         if let Some((last_group, Undo::Append { .. })) = self.undo.last()
@@ -311,14 +337,18 @@ impl LogStore for MemLogStore {
     /// slice changes nothing.
     fn append(&mut self, group: GroupId, entries: &[Entry]) -> Result<(), StorageError> {
         self.check_append(group, entries)?;
-        self.stage_append(group, entries.iter().cloned());
+        if !entries.is_empty() {
+            self.stage_append(group, entries.iter().cloned());
+        }
         Ok(())
     }
 
     /// Like `append`, keeping the entries given instead of copies.
     fn append_owned(&mut self, group: GroupId, entries: Vec<Entry>) -> Result<(), StorageError> {
         self.check_append(group, &entries)?;
-        self.stage_append(group, entries);
+        if !entries.is_empty() {
+            self.stage_append(group, entries);
+        }
         Ok(())
     }
 
@@ -360,13 +390,14 @@ impl LogStore for MemLogStore {
         self.stage(group, |log| {
             // `upto` is past the compaction point. When it is also past the
             // last entry, everything goes.
-            let len = log.entries.len();
-            let count =
-                usize::try_from(upto.index.0 - log.compacted.index.0).map_or(len, |n| n.min(len));
-            let removed = log.entries.drain(..count).collect();
+            let shown = log.entries.len() - log.hidden;
+            let count = usize::try_from(upto.index.0 - log.compacted.index.0)
+                .map_or(shown, |n| n.min(shown));
+            let hidden = log.hidden;
+            log.hidden += count;
             Undo::Compact {
                 compacted: std::mem::replace(&mut log.compacted, upto),
-                removed,
+                hidden,
             }
         });
         Ok(())
@@ -389,8 +420,15 @@ impl LogStore for MemLogStore {
     fn flush(&mut self) -> impl Future<Output = Result<(), StorageError>> + Send {
         let result = self.check_writable().map(|()| {
             // The view already holds every staged write; what made them
-            // undoable is no longer needed.
-            self.undo.clear();
+            // undoable is no longer needed, nor are the entries compactions
+            // hid.
+            for (group, undo) in self.undo.drain(..) {
+                if let Undo::Compact { .. } = undo
+                    && let Some(log) = self.view.get_mut(&group)
+                {
+                    log.drop_hidden();
+                }
+            }
             self.flushes += 1;
         });
         ready(result)
@@ -1065,6 +1103,53 @@ mod tests {
         assert!(store.undo.is_empty());
         store.crash();
         assert_eq!(store.view, view);
+    }
+
+    #[test]
+    fn compacted_entries_stay_hidden_until_the_flush_drops_them() {
+        let mut store = MemLogStore::new();
+        store.append(G, &run(1, 1, 6)).unwrap();
+        flush(&mut store).unwrap();
+        // Two compactions and appends after them, all staged.
+        store.compact(G, id(1, 2)).unwrap();
+        store.append(G, &run(1, 7, 8)).unwrap();
+        store.compact(G, id(1, 4)).unwrap();
+        assert_eq!(indexes(&all(&store, G)), [5, 6, 7, 8]);
+        assert_eq!(id_at(&store, G, LogIndex(5)), id(1, 5));
+        store.truncate(G, LogIndex(8)).unwrap();
+        assert_eq!(indexes(&all(&store, G)), [5, 6, 7]);
+        // A crash shows the flushed log again, in order.
+        store.crash();
+        assert_eq!(indexes(&all(&store, G)), [1, 2, 3, 4, 5, 6]);
+        assert_eq!(store.log_state(G).unwrap().compacted, LogId::default());
+        // Flushed, the removed entries are gone from memory too.
+        store.compact(G, id(1, 4)).unwrap();
+        assert_eq!(store.view[&G].entries.len(), 6);
+        flush(&mut store).unwrap();
+        assert_eq!(store.view[&G].entries.len(), 2);
+        assert_eq!(store.view[&G].hidden, 0);
+        store.crash();
+        assert_eq!(indexes(&all(&store, G)), [5, 6]);
+    }
+
+    #[test]
+    fn a_crash_undoes_appends_after_a_compaction_past_the_end() {
+        let mut store = MemLogStore::new();
+        store.append(G, &run(1, 1, 3)).unwrap();
+        flush(&mut store).unwrap();
+        store.compact(G, id(2, 10)).unwrap();
+        store.append(G, &run(2, 11, 12)).unwrap();
+        assert_eq!(indexes(&all(&store, G)), [11, 12]);
+        assert_eq!(store.log_state(G).unwrap().last, id(2, 12));
+        store.crash();
+        assert_eq!(indexes(&all(&store, G)), [1, 2, 3]);
+        assert_eq!(
+            store.log_state(G).unwrap(),
+            LogState {
+                compacted: LogId::default(),
+                last: id(1, 3),
+            }
+        );
     }
 
     #[test]
