@@ -128,8 +128,8 @@ enum Undo {
 /// flush, what it takes to reverse it (the previous hard state, snapshot
 /// or log length; the entries a truncation removed, moved there rather than
 /// copied). The entries a compaction removed stay in the view, hidden from
-/// reads, until the flush drops them. A flush just drops the undo log, so no entry
-/// is ever copied twice; a crash replays it backwards, so its cost is
+/// reads. A flush drops the undo log and the hidden entries, so no entry is
+/// ever copied twice; a crash replays the undo log backwards, so its cost is
 /// proportional to what was staged, not to the size of the log.
 ///
 /// For tests of the layers above it can also fail on purpose
@@ -205,9 +205,9 @@ impl MemLogStore {
         Ok(())
     }
 
-    /// Stages checked entries at the end of the group's log.
-    /// The caller skips empty appends. `entries` is a vector's or a slice's
-    /// iterator, so the deque reserves once and copies in bulk.
+    /// Stages checked entries at the end of the group's log. The caller
+    /// skips empty appends. `entries` is a vector or a slice's iterator, so
+    /// the deque reserves once and copies in bulk.
     fn stage_append(&mut self, group: GroupId, entries: impl IntoIterator<Item = Entry>) {
         // Consecutive appends to the same group share one undo record: undoing
         // the first undoes them all.
