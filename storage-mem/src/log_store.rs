@@ -44,11 +44,7 @@ impl Eq for GroupLog {}
 
 impl GroupLog {
     fn last(&self) -> LogId {
-        if self.entries.len() > self.hidden {
-            self.entries.back().map_or(self.compacted, |e| e.id)
-        } else {
-            self.compacted
-        }
+        self.shown().next_back().map_or(self.compacted, |e| e.id)
     }
 
     /// Position in `entries` of the entry with `index`. The caller ensures
@@ -59,7 +55,7 @@ impl GroupLog {
     }
 
     /// The entries reads see.
-    fn shown(&self) -> impl Iterator<Item = &Entry> {
+    fn shown(&self) -> impl DoubleEndedIterator<Item = &Entry> + ExactSizeIterator {
         self.entries.iter().skip(self.hidden)
     }
 
@@ -390,7 +386,7 @@ impl LogStore for MemLogStore {
         self.stage(group, |log| {
             // `upto` is past the compaction point. When it is also past the
             // last entry, everything goes.
-            let shown = log.entries.len() - log.hidden;
+            let shown = log.shown().len();
             let count = usize::try_from(upto.index.0 - log.compacted.index.0)
                 .map_or(shown, |n| n.min(shown));
             let hidden = log.hidden;
