@@ -104,6 +104,9 @@ pub(super) struct Core<S, T, L> {
     /// When the loop's current turn began: the time proposals and reads
     /// of the turn are stamped with (one clock read per turn).
     turn_at: Instant,
+    /// `turn_at` in milliseconds since `started`: the engines' clock for
+    /// the turn, given to each group the turn touches.
+    turn_ms: u64,
     wall_offset_ms: u64,
     metrics: NodeMetrics,
     next_balance: Instant,
@@ -166,6 +169,7 @@ where
             next_id: (wall_offset_ms << 20) | 1,
             started: Instant::now(),
             turn_at: Instant::now(),
+            turn_ms: 0,
             wall_offset_ms,
             metrics: NodeMetrics::default(),
             failed: None,
@@ -185,6 +189,12 @@ where
 
     fn now_ms(&self) -> u64 {
         self.started.elapsed().as_millis() as u64
+    }
+
+    /// Reads the clock for a turn that begins (see `turn_at`).
+    fn start_turn(&mut self) {
+        self.turn_at = Instant::now();
+        self.turn_ms = self.turn_at.duration_since(self.started).as_millis() as u64;
     }
 
     /// Creates (or restores from storage) a group and its apply task.
@@ -284,7 +294,7 @@ where
                     self.flushed(done);
                 }
             }
-            self.turn_at = Instant::now();
+            self.start_turn();
             while batch.len() < MAX_BATCH {
                 match rx.try_recv() {
                     Ok(cmd) => batch.push(cmd),
@@ -325,13 +335,13 @@ where
     }
 
     fn tick(&mut self) {
-        let now = self.now_ms();
-        let instant = Instant::now();
+        self.start_turn();
+        let (now, instant) = (self.turn_ms, self.turn_at);
         for (&id, group) in self.groups.iter_mut() {
             // A stopped group is silent: it takes no messages, so its
             // election timer would fire again and again.
             if group.failed.is_none() {
-                touch(&mut self.touched, id, group);
+                touch(&mut self.touched, id, group, self.turn_ms);
                 group.engine.tick(now);
             }
             // Proposals and reads that waited too long: those handed to
@@ -424,7 +434,7 @@ where
             let asked = if e.is_building_snapshot() {
                 true
             } else if e.applied_index().0.saturating_sub(covered) >= least {
-                touch(&mut self.touched, id, g);
+                touch(&mut self.touched, id, g, self.turn_ms);
                 let asked = g.engine.trigger_snapshot();
                 self.metrics.early_snapshots += u64::from(asked);
                 asked
@@ -455,7 +465,7 @@ where
                         return;
                     }
                 };
-                touch(&mut self.touched, group, g);
+                touch(&mut self.touched, group, g, self.turn_ms);
                 match g.engine.change_membership(change) {
                     Ok(id) => g.changes.push(PendingChange { id, reply }),
                     Err(e) => {
@@ -465,14 +475,14 @@ where
             }
             Cmd::Transfer(group, target, reply) => {
                 let result = live(&mut self.groups, group).and_then(|g| {
-                    touch(&mut self.touched, group, g);
+                    touch(&mut self.touched, group, g, self.turn_ms);
                     g.engine.transfer_leader(target).map_err(Into::into)
                 });
                 let _ = reply.send(result);
             }
             Cmd::TriggerSnapshot(group, reply) => {
                 let result = live(&mut self.groups, group).map(|g| {
-                    touch(&mut self.touched, group, g);
+                    touch(&mut self.touched, group, g, self.turn_ms);
                     g.engine.trigger_snapshot()
                 });
                 let _ = reply.send(result);
@@ -514,7 +524,7 @@ where
             }
             Cmd::SnapshotBuilt(group, result) => {
                 if let Some(g) = self.groups.get_mut(&group) {
-                    touch(&mut self.touched, group, g);
+                    touch(&mut self.touched, group, g, self.turn_ms);
                     match result {
                         Ok((last, data)) => {
                             g.engine.on_snapshot_built(last, data);
@@ -558,7 +568,7 @@ where
                     if matches!(env.msg, Message::Append(_)) && lag(g) > self.config.max_apply_lag {
                         continue;
                     }
-                    touch(&mut self.touched, env.group, g);
+                    touch(&mut self.touched, env.group, g, self.turn_ms);
                     if let Err(e) = g.engine.step(env) {
                         tracing::debug!(error = %e, "message refused");
                     }
@@ -614,7 +624,7 @@ where
             self.forward(group, to, command, reply);
             return;
         }
-        touch(&mut self.touched, group, g);
+        touch(&mut self.touched, group, g, self.turn_ms);
         match g.engine.propose(command) {
             Ok(id) => {
                 self.metrics.proposals += 1;
@@ -688,7 +698,7 @@ where
         };
         let id = self.next_id;
         self.next_id += 1;
-        touch(&mut self.touched, group, g);
+        touch(&mut self.touched, group, g, self.turn_ms);
         match g.engine.read(id, mode) {
             Ok(()) => {
                 g.reads.insert(id, (f, fail, self.turn_at));
@@ -831,6 +841,7 @@ where
     /// A flush is done: the engines learn what is durable, what waited for
     /// it is sent, and the writes drained meanwhile start flushing.
     fn flushed(&mut self, (store, result): (L, Result<(), StorageError>)) {
+        self.start_turn();
         self.store = Some(store);
         let Some(in_flight) = self.in_flight.take() else {
             return;
@@ -844,7 +855,7 @@ where
         self.metrics.entries_written += in_flight.entries;
         for (group, hard_state, last) in in_flight.groups {
             if let Some(g) = self.groups.get_mut(&group) {
-                touch(&mut self.touched, group, g);
+                touch(&mut self.touched, group, g, self.turn_ms);
                 g.engine.on_flushed(hard_state, last);
             }
         }
@@ -1152,8 +1163,10 @@ fn live<S>(
     }
 }
 
-/// Notes that `g`, group `id`, takes an input this turn.
-fn touch<S>(touched: &mut Vec<GroupId>, id: GroupId, g: &mut Group<S>) {
+/// Notes that `g`, group `id`, takes an input this turn, and gives its
+/// engine the turn's clock, `now_ms`, before the input.
+fn touch<S>(touched: &mut Vec<GroupId>, id: GroupId, g: &mut Group<S>, now_ms: u64) {
+    g.engine.observe_time(now_ms);
     if !g.touched {
         g.touched = true;
         touched.push(id);

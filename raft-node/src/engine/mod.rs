@@ -367,6 +367,16 @@ impl Engine {
     // ----- inputs -----
 
     /// Advances the engine's clock to `now` (milliseconds, never going
+    /// backwards) without firing any timer. A driver calls it before the
+    /// other inputs of a turn, so that what they decide by the clock (a
+    /// lease read above all) uses the time of the turn, not that of the last
+    /// tick: after a pause of the process or a stall of its loop, the last
+    /// tick may be long past and the lease long expired.
+    pub fn observe_time(&mut self, now: u64) {
+        self.now = self.now.max(now);
+    }
+
+    /// Advances the engine's clock to `now` (milliseconds, never going
     /// backwards) and fires whatever timers are due: election timeouts,
     /// heartbeats, check-quorum.
     pub fn tick(&mut self, now: u64) {

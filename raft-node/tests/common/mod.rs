@@ -100,6 +100,14 @@ impl SharedStore {
     pub fn flushes(&self) -> u64 {
         self.with(|s| s.flushes())
     }
+
+    /// Runs `f` holding the store's lock: the node's loop stands still at
+    /// its next write to the store until `f` returns (a blocked thread or a
+    /// stopped process).
+    pub fn while_locked(&self, f: impl FnOnce()) {
+        let _held = self.0.lock().unwrap();
+        f();
+    }
 }
 
 /// Polls a future the in-memory store returns; it is always ready.

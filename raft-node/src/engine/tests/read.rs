@@ -199,6 +199,32 @@ fn case_7_lease_read_served_without_round_only_within_lease() {
     assert_eq!(e.take_actions(), vec![ready(11, 1)]);
 }
 
+/// Case 7: a leader whose process was paused past its lease judges the
+/// lease by the time its driver observes when the loop resumes, not by its
+/// last tick: a lease read waits for a round, and observing the time fires
+/// no timer of its own.
+#[test]
+fn case_7_no_lease_read_by_a_clock_from_before_a_pause() {
+    let mut e = leader();
+    e.read(8, ReadMode::Lease).unwrap();
+    e.take_actions(); // round 1
+    e.tick(20);
+    e.take_actions(); // round 2, sent at 20: a lease until 90
+    step(&mut e, env(2, 1, 1, heartbeat_resp_round(2)));
+    assert_eq!(e.take_actions(), vec![ready(8, 1)]);
+
+    e.observe_time(1_000);
+    assert_eq!(e.take_actions(), vec![], "no timer fires");
+    e.read(9, ReadMode::Lease).unwrap();
+    assert_eq!(
+        e.take_actions(),
+        round_to_2_and_3(1, 3),
+        "the lease ended during the pause"
+    );
+    step(&mut e, env(3, 1, 1, heartbeat_resp_round(3)));
+    assert_eq!(e.take_actions(), vec![ready(9, 1)]);
+}
+
 /// Case 7 (thesis §3.10, §6.4.1): once a transfer sent `TimeoutNow`, the
 /// target may be elected at once, so the leader serves no lease read for
 /// the rest of its term: each needs a round, and confirmed rounds no
